@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from runbook.errors import InvalidTransition
 
 
-class Severity(str, enum.Enum):
+class Severity(enum.StrEnum):
     """Runbook severity levels; P0 is the most severe."""
 
     P0 = "P0"
@@ -33,7 +33,7 @@ class Severity(str, enum.Enum):
         return self.rank < other.rank
 
 
-class Phase(str, enum.Enum):
+class Phase(enum.StrEnum):
     """The five phases of the runbook's incident-response checklist, in order."""
 
     DETECT = "detect"
@@ -43,7 +43,7 @@ class Phase(str, enum.Enum):
     COMMUNICATE = "communicate"
 
 
-class IncidentStatus(str, enum.Enum):
+class IncidentStatus(enum.StrEnum):
     """Lifecycle of an incident. See ``TRANSITIONS`` for the legal moves."""
 
     DETECTED = "detected"
@@ -101,7 +101,7 @@ def check_transition(current: IncidentStatus, new: IncidentStatus) -> None:
         )
 
 
-class AlertStatus(str, enum.Enum):
+class AlertStatus(enum.StrEnum):
     FIRING = "firing"
     RESOLVED = "resolved"
 
@@ -203,7 +203,7 @@ class TimelineEvent(BaseModel):
     data: dict[str, Any] = Field(default_factory=dict)
 
 
-class ActionStatus(str, enum.Enum):
+class ActionStatus(enum.StrEnum):
     PLANNED = "planned"
     APPLIED = "applied"
     FAILED = "failed"
@@ -228,7 +228,7 @@ class Action(BaseModel):
     updated_at: datetime | None = None
 
 
-class ActionItemStatus(str, enum.Enum):
+class ActionItemStatus(enum.StrEnum):
     OPEN = "open"
     IN_PROGRESS = "in_progress"
     DONE = "done"
