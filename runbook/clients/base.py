@@ -11,6 +11,7 @@ raises the system's PermanentError at once, carrying the vendor's own message.
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import time
 from collections.abc import Mapping
@@ -92,6 +93,7 @@ class BaseClient:
         max_retry_after: float = 30.0,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
         self.max_retries = max_retries
         self.max_retry_after = max_retry_after
         self._http = httpx.AsyncClient(
@@ -128,8 +130,10 @@ class BaseClient:
     # --- the one request method ----------------------------------------------------------------
     async def _send_once(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         try:
-            response = await self._http.request(method, url, **kwargs)
-        except httpx.TimeoutException as exc:
+            # httpx's timeouts are per phase (and ASGI transports ignore them): bound the whole call too
+            async with asyncio.timeout(self.timeout):
+                response = await self._http.request(method, url, **kwargs)
+        except (httpx.TimeoutException, TimeoutError) as exc:
             raise self.transient_error(
                 f"{self.system} did not answer {method} {url} within the timeout"
             ) from exc
