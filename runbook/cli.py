@@ -1,0 +1,209 @@
+"""The ``runbook`` command.
+
+Built on Typer (it ships with Prefect, gives typed options, ``--help`` everywhere and exit code 2 for
+usage errors) and Rich tables for people; every listing has ``--json`` for machines.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from runbook.errors import ConfigError, LedgerError, PolicyError, RunbookError
+
+app = typer.Typer(
+    name="runbook",
+    help="Runbook-as-code for production incidents on Prefect.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+policy_app = typer.Typer(help="Show or check the incident-response policy.", no_args_is_help=True)
+incident_app = typer.Typer(help="Look at one incident.", no_args_is_help=True)
+app.add_typer(policy_app, name="policy")
+app.add_typer(incident_app, name="incident")
+
+out = Console()
+err = Console(stderr=True)
+
+PolicyOpt = Annotated[
+    Path | None,
+    typer.Option("--policy", help="Policy file (TOML or YAML) over the defaults; else $RUNBOOK_POLICY."),
+]
+LedgerOpt = Annotated[
+    str | None,
+    typer.Option("--ledger", help="Ledger URL; else $RUNBOOK_LEDGER_URL, else SQLite in $RUNBOOK_HOME."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print one clear line on stderr and return the Exit to raise."""
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+# --- policy ---------------------------------------------------------------------------------------
+
+
+@policy_app.command("show")
+def policy_show(policy: PolicyOpt = None, as_json: JsonOpt = False) -> None:
+    """Print the active policy: severities, phase windows, thresholds, routing, escalation, reviews."""
+    from runbook.policy import load_policy
+    from runbook.render import policy_tables
+
+    try:
+        pol = load_policy(policy)
+    except PolicyError as exc:
+        raise fail(str(exc), 2) from None
+    if as_json:
+        _print_json(pol.model_dump(mode="json"))
+        return
+    for table in policy_tables(pol):
+        out.print(table)
+
+
+@policy_app.command("check")
+def policy_check(path: Annotated[Path, typer.Argument(help="The policy file to validate.")]) -> None:
+    """Validate a policy file; exit 2 naming the first wrong field."""
+    from runbook.policy import load_policy
+
+    try:
+        load_policy(path)
+    except PolicyError as exc:
+        raise fail(str(exc), 2) from None
+    out.print(f"{path}: valid")
+
+
+# --- sandbox --------------------------------------------------------------------------------------
+
+
+@app.command()
+def sandbox(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8900,
+    scenario: Annotated[str | None, typer.Option(help="A named fault scenario to inject at start.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for repeatable faults and traffic.")] = None,
+    token: Annotated[str, typer.Option(help="The credential every simulated vendor accepts.")] = "sandbox-token",
+    database_url: Annotated[
+        str | None, typer.Option(help="A real PostgreSQL for the db-degradation scenario.")
+    ] = None,
+) -> None:
+    """Run the simulated production world (Vercel, Supabase, Slack, ... and the app) over HTTP."""
+    import uvicorn
+
+    from runbook.sandbox.app import create_app
+    from runbook.sandbox.scenarios import SCENARIOS
+
+    if scenario and scenario not in SCENARIOS:
+        raise fail(f"unknown scenario {scenario!r}; known: {', '.join(SCENARIOS)}", 2)
+    asgi = create_app(token=token, seed=seed, scenario=scenario, database_url=database_url)
+    err.print(f"sandbox world on http://{host}:{port} (vendors under /<vendor>, control under /_sandbox)")
+    uvicorn.run(asgi, host=host, port=port, log_level="warning")
+
+
+# --- incidents ------------------------------------------------------------------------------------
+
+
+def _open_ledger(url: str | None):  # type: ignore[no-untyped-def]
+    from runbook.ledger import open_ledger
+
+    try:
+        return open_ledger(url)
+    except LedgerError as exc:
+        raise fail(str(exc)) from None
+
+
+@app.command()
+def incidents(
+    open_only: Annotated[bool, typer.Option("--open", help="Only incidents still open.")] = False,
+    limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 50,
+    ledger: LedgerOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List incidents from the ledger, newest first."""
+    from runbook.render import incidents_table
+
+    with _open_ledger(ledger) as led:
+        try:
+            rows = led.list_incidents(open_only=open_only, limit=limit)
+        except LedgerError as exc:
+            raise fail(str(exc)) from None
+    if as_json:
+        _print_json([r.model_dump(mode="json") | {"key": r.key} for r in rows])
+        return
+    if not rows:
+        out.print("no incidents" + (" open" if open_only else ""))
+        return
+    out.print(incidents_table(rows))
+
+
+@incident_app.command("show")
+def incident_show(
+    ref: Annotated[str, typer.Argument(help="Incident id: 42 or INC-42.")],
+    ledger: LedgerOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show one incident with its alerts, timeline, actions and action items."""
+    from runbook.models import parse_incident_ref
+    from runbook.render import incident_detail
+
+    try:
+        incident_id = parse_incident_ref(ref)
+    except ValueError as exc:
+        raise fail(str(exc), 2) from None
+    with _open_ledger(ledger) as led:
+        try:
+            inc = led.get_incident(incident_id)
+            alerts = led.alerts_for(incident_id)
+            events = led.timeline(incident_id)
+            actions = led.actions_for(incident_id)
+            items = led.action_items(incident_id)
+        except LedgerError as exc:
+            raise fail(str(exc)) from None
+    if as_json:
+        _print_json(
+            {
+                "incident": inc.model_dump(mode="json") | {"key": inc.key},
+                "alerts": [a.model_dump(mode="json", exclude={"raw_body"}) for a in alerts],
+                "timeline": [e.model_dump(mode="json") for e in events],
+                "actions": [a.model_dump(mode="json") for a in actions],
+                "action_items": [i.model_dump(mode="json") for i in items],
+            }
+        )
+        return
+    for renderable in incident_detail(inc, alerts, events, actions, items):
+        out.print(renderable)
+
+
+# --- demo -----------------------------------------------------------------------------------------
+
+
+@app.command()
+def demo(ledger: LedgerOpt = None) -> None:
+    """Start the sandbox world, open one incident in the ledger from a sample alert, and print it."""
+    from runbook.demo import run_demo
+
+    try:
+        incident_id = run_demo(ledger, out)
+    except (ConfigError, RunbookError) as exc:
+        raise fail(str(exc)) from None
+    incident_show(str(incident_id), ledger=ledger, as_json=False)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+"""The shared client base: transient vs permanent, Retry-After honoured, timeouts bounded."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+
+import httpx
+import pytest
+
+from runbook.clients.base import BaseClient, parse_retry_after
+from runbook.errors import PermanentError, TransientError
+
+
+def _client(handler, **kw) -> BaseClient:
+    return BaseClient("http://vendor", transport=httpx.MockTransport(handler), **kw)
+
+
+async def test_transient_then_success_is_retried() -> None:
+    """Two 503s then a 200 succeed within the in-client retries."""
+    calls = []
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        calls.append(req)
+        if len(calls) < 3:
+            return httpx.Response(503, json={"message": "down"}, headers={"retry-after": "0"})
+        return httpx.Response(200, json={"ok": True})
+
+    async with _client(handler) as c:
+        assert await c._json("GET", "/x") == {"ok": True}
+    assert len(calls) == 3
+
+
+async def test_retry_after_is_honoured() -> None:
+    """A 429 with Retry-After: 0.3 waits at least that long before the next try."""
+    stamps: list[float] = []
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        stamps.append(time.monotonic())
+        if len(stamps) == 1:
+            return httpx.Response(429, json={"error": "slow down"}, headers={"retry-after": "0.3"})
+        return httpx.Response(200, json={})
+
+    async with _client(handler) as c:
+        await c._json("GET", "/x")
+    assert stamps[1] - stamps[0] >= 0.29
+
+
+async def test_persistent_5xx_raises_transient_with_status() -> None:
+    """After the retries, a 502 is a TransientError carrying the status and vendor message."""
+
+    def handler(req):
+        return httpx.Response(502, json={"message": "bad gateway"}, headers={"retry-after": "0"})
+
+    async with _client(handler, max_retries=1) as c:
+        with pytest.raises(TransientError) as info:
+            await c._json("GET", "/x")
+    assert info.value.status_code == 502
+    assert info.value.vendor_message == "bad gateway"
+
+
+async def test_long_retry_after_is_not_waited_in_client() -> None:
+    """A Retry-After above the cap raises at once so Prefect's task retry takes over."""
+    calls = []
+
+    def handler(req):
+        calls.append(req)
+        return httpx.Response(429, json={}, headers={"retry-after": "3600"})
+
+    async with _client(handler, max_retry_after=5) as c:
+        with pytest.raises(TransientError) as info:
+            await c._json("GET", "/x")
+    assert len(calls) == 1 and info.value.retry_after == 3600
+
+
+async def test_4xx_is_permanent_and_not_retried() -> None:
+    """A 404 fails at once with the vendor's message and without credentials."""
+    calls = []
+
+    def handler(req):
+        calls.append(req)
+        return httpx.Response(404, json={"error": {"code": "not_found", "message": "no such project"}})
+
+    c = BaseClient(
+        "http://vendor", headers={"Authorization": "Bearer s3cr3t"}, transport=httpx.MockTransport(handler)
+    )
+    with pytest.raises(PermanentError) as info:
+        await c._json("GET", "/x")
+    await c.aclose()
+    assert len(calls) == 1
+    assert "no such project" in str(info.value)
+    assert "s3cr3t" not in str(info.value)
+
+
+async def test_hanging_call_is_a_transient_timeout() -> None:
+    """A call that does not answer within the client's timeout raises TransientError."""
+
+    async def handler(req):
+        await asyncio.sleep(5)
+        return httpx.Response(200)
+
+    async with _client(handler, timeout=0.2, max_retries=0) as c:
+        with pytest.raises(TransientError, match="did not answer"):
+            await c._request("GET", "/slow")
+
+
+async def test_connection_error_is_transient() -> None:
+    """A refused connection is transient and names where it tried, not the credentials."""
+
+    def handler(req):
+        raise httpx.ConnectError("refused")
+
+    async with _client(handler, max_retries=0) as c:
+        with pytest.raises(TransientError, match="cannot reach"):
+            await c._request("GET", "/x")
+
+
+async def test_non_json_success_is_permanent() -> None:
+    """A 200 whose body is not JSON is a permanent error when JSON was expected."""
+    async with _client(lambda r: httpx.Response(200, text="<html>")) as c:
+        with pytest.raises(PermanentError, match="not JSON"):
+            await c._json("GET", "/x")
+
+
+def test_parse_retry_after_forms() -> None:
+    """Retry-After parses as seconds or an HTTP date; junk gives None."""
+    assert parse_retry_after("7") == 7.0
+    assert parse_retry_after(None) is None
+    assert parse_retry_after("soon") is None
+    when = datetime.now(UTC) + timedelta(seconds=30)
+    secs = parse_retry_after(format_datetime(when, usegmt=True))
+    assert secs is not None and 25 <= secs <= 31
