@@ -97,3 +97,19 @@ SANDBOX_BASE = "http://sandbox"
 def sandbox_url(vendor: str) -> str:
     """The base_url a block or client uses to reach ``vendor`` in the in-process sandbox."""
     return f"{SANDBOX_BASE}/{vendor}"
+
+
+@pytest.fixture(scope="session")
+def prefect_api() -> Iterator[str]:
+    """One Prefect test server for the whole session (it takes ~8 s to start); yields its API URL.
+
+    Never nest another harness inside it. Its server runs no scheduler.
+    """
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=60):
+        url = PREFECT_API_URL.value()
+        assert url, "the Prefect test harness did not set PREFECT_API_URL"
+        yield url
