@@ -33,11 +33,15 @@ err = Console(stderr=True)
 
 PolicyOpt = Annotated[
     Path | None,
-    typer.Option("--policy", help="Policy file (TOML or YAML) over the defaults; else $RUNBOOK_POLICY."),
+    typer.Option(
+        "--policy", help="Policy file (TOML or YAML) over the defaults; else $RUNBOOK_POLICY."
+    ),
 ]
 LedgerOpt = Annotated[
     str | None,
-    typer.Option("--ledger", help="Ledger URL; else $RUNBOOK_LEDGER_URL, else SQLite in $RUNBOOK_HOME."),
+    typer.Option(
+        "--ledger", help="Ledger URL; else $RUNBOOK_LEDGER_URL, else SQLite in $RUNBOOK_HOME."
+    ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
@@ -73,7 +77,9 @@ def policy_show(policy: PolicyOpt = None, as_json: JsonOpt = False) -> None:
 
 
 @policy_app.command("check")
-def policy_check(path: Annotated[Path, typer.Argument(help="The policy file to validate.")]) -> None:
+def policy_check(
+    path: Annotated[Path, typer.Argument(help="The policy file to validate.")],
+) -> None:
     """Validate a policy file; exit 2 naming the first wrong field."""
     from runbook.policy import load_policy
 
@@ -91,9 +97,15 @@ def policy_check(path: Annotated[Path, typer.Argument(help="The policy file to v
 def sandbox(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8900,
-    scenario: Annotated[str | None, typer.Option(help="A named fault scenario to inject at start.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed for repeatable faults and traffic.")] = None,
-    token: Annotated[str, typer.Option(help="The credential every simulated vendor accepts.")] = "sandbox-token",
+    scenario: Annotated[
+        str | None, typer.Option(help="A named fault scenario to inject at start.")
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="Seed for repeatable faults and traffic.")
+    ] = None,
+    token: Annotated[
+        str, typer.Option(help="The credential every simulated vendor accepts.")
+    ] = "sandbox-token",
     database_url: Annotated[
         str | None, typer.Option(help="A real PostgreSQL for the db-degradation scenario.")
     ] = None,
@@ -107,7 +119,9 @@ def sandbox(
     if scenario and scenario not in SCENARIOS:
         raise fail(f"unknown scenario {scenario!r}; known: {', '.join(SCENARIOS)}", 2)
     asgi = create_app(token=token, seed=seed, scenario=scenario, database_url=database_url)
-    err.print(f"sandbox world on http://{host}:{port} (vendors under /<vendor>, control under /_sandbox)")
+    err.print(
+        f"sandbox world on http://{host}:{port} (vendors under /<vendor>, control under /_sandbox)"
+    )
     uvicorn.run(asgi, host=host, port=port, log_level="warning")
 
 

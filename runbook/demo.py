@@ -31,9 +31,13 @@ async def _observe(world: World, console: Console) -> float:
     clock = world.clock
     assert isinstance(clock, ManualClock)
     transport = httpx.ASGITransport(app=create_app(world))
-    async with AppClient(f"{BASE}/app/api/health", f"{BASE}/app/metrics", transport=transport) as app:
+    async with AppClient(
+        f"{BASE}/app/api/health", f"{BASE}/app/metrics", transport=transport
+    ) as app:
         before = await app.scrape()
-        console.print("sandbox: injecting scenario [bold]bad-deploy[/] (a new production deployment)")
+        console.print(
+            "sandbox: injecting scenario [bold]bad-deploy[/] (a new production deployment)"
+        )
         apply_scenario(world, "bad-deploy")
         clock.advance(60)
         after = await app.scrape()

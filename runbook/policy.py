@@ -262,7 +262,9 @@ class Policy(_Strict):
         for r in self.reviews:
             if r.key == key:
                 return r
-        raise KeyError(f"no review {key!r}; the policy has {', '.join(r.key for r in self.reviews)}")
+        raise KeyError(
+            f"no review {key!r}; the policy has {', '.join(r.key for r in self.reviews)}"
+        )
 
 
 # --- loading --------------------------------------------------------------------------------------
@@ -301,7 +303,9 @@ def read_policy_file(path: str | Path) -> dict[str, Any]:
         else:
             data = tomllib.loads(text)
     except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
-        raise PolicyError(f"policy file {p} is not valid {p.suffix.lstrip('.') or 'TOML'}: {exc}") from exc
+        raise PolicyError(
+            f"policy file {p} is not valid {p.suffix.lstrip('.') or 'TOML'}: {exc}"
+        ) from exc
     if not isinstance(data, dict):
         raise PolicyError(f"policy file {p} must hold a table/mapping at the top level")
     return data

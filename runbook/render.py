@@ -20,7 +20,15 @@ def _t(value: datetime | None) -> str:
 def policy_tables(pol: Policy) -> list[RenderableType]:
     """One table per policy section."""
     sev = Table(title="Severity levels", title_justify="left")
-    for col in ("level", "name", "response", "phase scale", "est. resolution", "actions", "examples"):
+    for col in (
+        "level",
+        "name",
+        "response",
+        "phase scale",
+        "est. resolution",
+        "actions",
+        "examples",
+    ):
         sev.add_column(col)
     for level, s in pol.severities.items():
         sev.add_row(
@@ -33,7 +41,9 @@ def policy_tables(pol: Policy) -> list[RenderableType]:
             "; ".join(s.examples),
         )
 
-    phases = Table(title="Phases (window after detection, x the severity's scale)", title_justify="left")
+    phases = Table(
+        title="Phases (window after detection, x the severity's scale)", title_justify="left"
+    )
     for col in ("phase", "title", "window", "checklist"):
         phases.add_column(col)
     for phase, p in pol.phases.items():
@@ -56,8 +66,13 @@ def policy_tables(pol: Policy) -> list[RenderableType]:
     route.add_row("Status page", ", ".join(s.value for s in r.status_page))
     route.add_row("Customer email", ", ".join(s.value for s in r.customer_email))
     route.add_row("Email daily summary", "yes" if r.email_daily_summary else "no")
-    route.add_row("Escalate when resolution exceeds", f"{pol.escalation.resolution_overrun_factor:g}x estimate")
-    route.add_row("Escalate on severity increase", "yes" if pol.escalation.on_severity_increase else "no")
+    route.add_row(
+        "Escalate when resolution exceeds",
+        f"{pol.escalation.resolution_overrun_factor:g}x estimate",
+    )
+    route.add_row(
+        "Escalate on severity increase", "yes" if pol.escalation.on_severity_increase else "no"
+    )
     route.add_row("Chain", " -> ".join(level.role for level in pol.escalation.chain))
     route.add_row("Watch for recurrence", format_duration(pol.monitoring.recurrence_watch))
 
@@ -114,7 +129,9 @@ def incident_detail(
         ("ticket", inc.ticket_ref or "-"),
     ):
         head.add_row(label, value)
-    parts: list[RenderableType] = [Panel(Group(head), title=f"{inc.key} {inc.title}", title_align="left")]
+    parts: list[RenderableType] = [
+        Panel(Group(head), title=f"{inc.key} {inc.title}", title_align="left")
+    ]
 
     at = Table(title="Alerts", title_justify="left")
     for col in ("source", "status", "summary", "received"):

@@ -81,10 +81,14 @@ async def test_4xx_is_permanent_and_not_retried() -> None:
 
     def handler(req):
         calls.append(req)
-        return httpx.Response(404, json={"error": {"code": "not_found", "message": "no such project"}})
+        return httpx.Response(
+            404, json={"error": {"code": "not_found", "message": "no such project"}}
+        )
 
     c = BaseClient(
-        "http://vendor", headers={"Authorization": "Bearer s3cr3t"}, transport=httpx.MockTransport(handler)
+        "http://vendor",
+        headers={"Authorization": "Bearer s3cr3t"},
+        transport=httpx.MockTransport(handler),
     )
     with pytest.raises(PermanentError) as info:
         await c._json("GET", "/x")

@@ -37,7 +37,12 @@ def test_happy_path_is_legal() -> None:
 
 @pytest.mark.parametrize(
     ("a", "b"),
-    [(S.DETECTED, S.CLOSED), (S.RESOLVED, S.MONITORING), (S.REVIEWED, S.DETECTED), (S.CLOSED, S.CLOSED)],
+    [
+        (S.DETECTED, S.CLOSED),
+        (S.RESOLVED, S.MONITORING),
+        (S.REVIEWED, S.DETECTED),
+        (S.CLOSED, S.CLOSED),
+    ],
 )
 def test_illegal_moves_are_refused(a, b) -> None:
     """Skipping or reversing the lifecycle raises InvalidTransition naming the allowed moves."""
@@ -77,6 +82,8 @@ def test_bad_refs(ref) -> None:
 
 def test_diagnosis_top() -> None:
     """The top hypothesis is the best-scored one."""
-    d = Diagnosis(hypotheses=[Hypothesis(scenario="a", score=0.2), Hypothesis(scenario="b", score=0.9)])
+    d = Diagnosis(
+        hypotheses=[Hypothesis(scenario="a", score=0.2), Hypothesis(scenario="b", score=0.9)]
+    )
     assert d.top is not None and d.top.scenario == "b"
     assert Diagnosis().top is None

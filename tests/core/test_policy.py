@@ -119,7 +119,10 @@ def test_action_modes() -> None:
         ({"thresholds": {"error_rate": {"alert": 0.01}}}, "thresholds.error_rate"),
         ({"routing": {"slack": ["P9"]}}, "routing.slack.0"),
         ({"phases": {"triage": {"end": "1m"}}}, "phases.triage"),
-        ({"actions": {"rollback_deployment": {"P0": "sometimes"}}}, "actions.rollback_deployment.P0"),
+        (
+            {"actions": {"rollback_deployment": {"P0": "sometimes"}}},
+            "actions.rollback_deployment.P0",
+        ),
         ({"escalation": {"chain": []}}, "escalation.chain"),
     ],
 )
