@@ -201,7 +201,7 @@ class _Traffic:
     world: World
     st: project.SupabaseState
     fns: list[project.EdgeFunctionState]
-    error_types: list[str]
+    error_types: dict[str, float]
     error_rate: float
 
     @classmethod
@@ -209,14 +209,24 @@ class _Traffic:
         st = project.get_state(world)
         fns = list(st.functions.values())
         named = [f for f in fns if f"'{f.id}'" in sql or f"'{f.slug}'" in sql]
+        # the app keeps {type: weight} (or a plain list) and an extra_error_rate; accept either
         raw = _app_value(world, "error_types")
-        types = [str(k) for k, v in raw.items() if v] if isinstance(raw, dict) else []
+        types = {str(k): float(v) for k, v in raw.items() if v} if isinstance(raw, dict) else {}
         if isinstance(raw, list | tuple | set):
-            types = [str(t) for t in raw]
+            types = {str(t): 1.0 for t in raw}
         rate = _app_value(world, "error_rate")
+        if not isinstance(rate, int | float):
+            rate = _app_value(world, "extra_error_rate")
         if not isinstance(rate, int | float):
             rate = 0.3 if types else 0.0
         return cls(world, st, named or fns, types, min(1.0, max(0.0, float(rate))))
+
+    def error_type(self) -> str:
+        """One of the app's error types, by weight."""
+        if not self.error_types:
+            return "internal error"
+        names = list(self.error_types)
+        return self.world.rng.choices(names, weights=list(self.error_types.values()))[0]
 
     def auth_at(self, ts: int) -> set[str]:
         auth = self.st.auth
@@ -262,7 +272,7 @@ def _edge_row(t: _Traffic, ts: int) -> dict[str, Any]:
     else:
         path = rng.choice(("/rest/v1/orders?select=*", "/rest/v1/profiles?id=eq.42"))
         if rng.random() < t.error_rate:
-            status, error = 500, rng.choice(t.error_types) if t.error_types else "internal error"
+            status, error = 500, t.error_type()
     flat = {"method": method, "path": path, "status_code": status, "error": error}
     return _row(t.world, ts, f"{method} | {status} | 10.0.0.8 | {host}{path} | supabase-js", flat)
 
@@ -291,7 +301,7 @@ def _function_log_row(t: _Traffic, ts: int) -> dict[str, Any]:
         level, event_type = "error", "Shutdown"
         msg = "wall clock time limit reached: the function was terminated after 60000ms"
     elif t.error_types and rng.random() < t.error_rate:
-        level, msg = "error", f"{rng.choice(t.error_types)}: request failed"
+        level, msg = "error", f"{t.error_type()}: request failed"
     else:
         msg = rng.choice(("booted (time: 21ms)", "Listening on http://localhost:9999/", "done"))
     flat = {

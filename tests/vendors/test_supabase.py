@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -316,12 +317,15 @@ async def test_function_logs_and_stats_show_slow_version(
 
 async def test_logs_follow_app_error_types_and_real_invocations(transport, sb_world: World) -> None:
     """Function logs carry the app's error types, and direct invocations appear in edge function logs."""
-    sb_world.state["app"] = {"error_types": ["TypeError", "DatabaseTimeout"], "error_rate": 1.0}
+    # shaped like the product app's state: {type: weight} and an extra error rate
+    app = SimpleNamespace(error_types={"TypeError": 3, "DatabaseTimeout": 1}, extra_error_rate=1.0)
+    sb_world.state["app"] = app
     async with mgmt(transport) as c, data(transport) as d:
         await d.invoke_function("send-email", {"to": "a@b.c"})
         start, end = T0 - timedelta(minutes=5), T0 + timedelta(seconds=1)
         logs = await c.logs(REF, "select * from function_logs", start, end)
         edge = await c.logs(REF, "select * from function_edge_logs limit 1000", start, end)
+    assert logs and all(r["level"] == "error" for r in logs)
     assert {r["event_message"].split(":")[0] for r in logs} <= {"TypeError", "DatabaseTimeout"}
     assert any(
         r["timestamp"] == supabase_data.to_us(T0) and r["slug"] == "send-email" for r in edge
