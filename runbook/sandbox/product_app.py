@@ -247,20 +247,31 @@ def backend_alive(database_url: str, pid: int) -> bool | None:
     return bool(row and row[0])
 
 
-def refresh_db(world: World) -> None:
-    """End the database degradation once its slow backend is gone (checked at most once a second)."""
+def _db_probe_due(world: World) -> tuple[str, int] | None:
+    """(database_url, pid) when the slow backend should be looked for now (once a second at most)."""
     db = world.state.get("db") or {}
     app = world.state.get(NAME)
     if not db.get("degraded") or not db.get("backend_pid") or not world.database_url:
-        return
+        return None
     if not isinstance(app, AppState) or time.monotonic() - app.db_checked_at < 1.0:
-        return
+        return None
     app.db_checked_at = time.monotonic()
-    alive = backend_alive(world.database_url, int(db["backend_pid"]))
-    if alive is False:
+    return world.database_url, int(db["backend_pid"])
+
+
+def _db_probed(world: World, alive: bool | None) -> None:
+    db = world.state.get("db") or {}
+    if alive is False and db.get("degraded"):
         advance(world)  # the time until now was degraded
         db["degraded"] = False
         db["restored_at"] = world.clock.now().isoformat()
+
+
+def refresh_db(world: World) -> None:
+    """End the database degradation once its slow backend is gone (checked at most once a second)."""
+    due = _db_probe_due(world)
+    if due is not None:
+        _db_probed(world, backend_alive(*due))
 
 
 def _exposition(world: World) -> str:
@@ -319,10 +330,10 @@ def error_response(status: int, message: str, retry_after: float | None = None) 
 
 
 async def _refresh(world: World) -> None:
-    db = world.state.get("db") or {}
-    if db.get("degraded") and db.get("backend_pid") and world.database_url:
-        # the probe opens a real connection: keep it off the event loop
-        await asyncio.to_thread(refresh_db, world)
+    due = _db_probe_due(world)
+    if due is not None:
+        # the probe opens a real connection: keep it off the event loop, but change state on it
+        _db_probed(world, await asyncio.to_thread(backend_alive, *due))
 
 
 def routes(world: World) -> list[BaseRoute]:
