@@ -17,6 +17,7 @@ from runbook.clients.vercel import VercelClient
 from runbook.clock import ManualClock
 from runbook.metrics import readings_between
 from runbook.sandbox import product_app, scenarios, vercel
+from runbook.sandbox.app import create_app
 from runbook.sandbox.core import DEFAULT_TOKEN, FaultRule, World
 from runbook.sandbox.scenarios import (
     SCENARIOS,
@@ -27,29 +28,6 @@ from runbook.sandbox.scenarios import (
 from tests.conftest import sandbox_url
 
 T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
-
-
-def _sandbox_app(world: World):  # type: ignore[no-untyped-def]
-    """The whole sandbox when every vendor module exists; else Vercel, the app and the control API."""
-    from runbook.sandbox.app import create_app
-
-    try:
-        return create_app(world)
-    except ImportError:
-        from starlette.applications import Starlette
-        from starlette.routing import Mount
-
-        from runbook.sandbox import app as sandbox_app_mod
-
-        vendors = {m.NAME: m for m in (vercel, product_app)}
-        sandbox_app_mod.reset_world(world, vendors)  # type: ignore[arg-type]
-        routes = [Mount(f"/{n}", routes=m.routes(world)) for n, m in vendors.items()]
-        routes.append(
-            Mount("/_sandbox", routes=sandbox_app_mod._control_routes(world, vendors))  # type: ignore[arg-type]
-        )
-        app = Starlette(routes=routes)
-        app.add_middleware(sandbox_app_mod._FaultAndRecord, world=world, vendors=vendors)
-        return app
 
 
 def _world(**kwargs) -> World:  # type: ignore[no-untyped-def]
@@ -63,8 +41,9 @@ def world() -> World:
 
 
 @pytest.fixture
-def transport(world: World) -> httpx.ASGITransport:
-    return httpx.ASGITransport(app=_sandbox_app(world))
+def transport(sandbox_transport: httpx.ASGITransport) -> httpx.ASGITransport:
+    """The shared in-process sandbox (conftest), serving this module's ``world``."""
+    return sandbox_transport
 
 
 def _app_client(world: World, transport: httpx.AsyncBaseTransport) -> AppClient:
@@ -243,7 +222,7 @@ async def test_db_degradation_holds_a_real_backend_until_terminated(pg_admin_dsn
     import psycopg
 
     world = _world(database_url=pg_admin_dsn)
-    app = _app_client(world, httpx.ASGITransport(app=_sandbox_app(world)))
+    app = _app_client(world, httpx.ASGITransport(app=create_app(world)))
     try:
         pid = apply_scenario(world, "db-degradation")["changes"]["db"]["backend_pid"]
         deadline = time.monotonic() + 5

@@ -16,7 +16,8 @@ from runbook.clients.app import AppClient
 from runbook.clock import ManualClock
 from runbook.errors import AppPermanentError, AppTransientError
 from runbook.metrics import readings_between
-from runbook.sandbox import product_app, vercel
+from runbook.sandbox import vercel
+from runbook.sandbox.app import create_app
 from runbook.sandbox.core import DEFAULT_TOKEN, World
 from runbook.sandbox.scenarios import apply_scenario
 from tests.conftest import sandbox_url
@@ -27,25 +28,6 @@ METRICS = "https://shop.example/metrics"
 EXPOSITION = 'http_requests_total{status="2xx"} 10\n'
 
 
-def _sandbox_app(world: World):  # type: ignore[no-untyped-def]
-    """The whole sandbox when every vendor module exists; else only the modules this file needs."""
-    from runbook.sandbox.app import create_app
-
-    try:
-        return create_app(world)
-    except ImportError:
-        from starlette.applications import Starlette
-        from starlette.routing import Mount
-
-        from runbook.sandbox import app as sandbox_app_mod
-
-        vendors = {m.NAME: m for m in (vercel, product_app)}
-        sandbox_app_mod.reset_world(world, vendors)  # type: ignore[arg-type]
-        app = Starlette(routes=[Mount(f"/{n}", routes=m.routes(world)) for n, m in vendors.items()])
-        app.add_middleware(sandbox_app_mod._FaultAndRecord, world=world, vendors=vendors)
-        return app
-
-
 @pytest.fixture
 def world() -> World:
     """A seeded world on a manual clock, so scrape windows are exact."""
@@ -53,8 +35,9 @@ def world() -> World:
 
 
 @pytest.fixture
-def transport(world: World) -> httpx.ASGITransport:
-    return httpx.ASGITransport(app=_sandbox_app(world))
+def transport(sandbox_transport: httpx.ASGITransport) -> httpx.ASGITransport:
+    """The shared in-process sandbox (conftest), serving this module's ``world``."""
+    return sandbox_transport
 
 
 @pytest.fixture
@@ -261,7 +244,7 @@ async def test_sandbox_traffic_is_deterministic(world: World) -> None:
         async with AppClient(
             f"{sandbox_url('app')}/api/health",
             f"{sandbox_url('app')}/metrics",
-            transport=httpx.ASGITransport(app=_sandbox_app(w)),
+            transport=httpx.ASGITransport(app=create_app(w)),
             clock=w.clock,
         ) as c:
             w.clock.advance(37)  # type: ignore[attr-defined]

@@ -30,26 +30,6 @@ PROJECT = sandbox_vercel.PROJECT_ID
 # --- the sandbox, in-process ---------------------------------------------------------------------
 
 
-def _sandbox_app(world: World):  # type: ignore[no-untyped-def]
-    """The whole sandbox when every vendor module exists; else only the modules this file needs."""
-    from runbook.sandbox.app import create_app
-
-    try:
-        return create_app(world)
-    except ImportError:
-        from starlette.applications import Starlette
-        from starlette.routing import Mount
-
-        from runbook.sandbox import app as sandbox_app_mod
-        from runbook.sandbox import product_app
-
-        vendors = {m.NAME: m for m in (sandbox_vercel, product_app)}
-        sandbox_app_mod.reset_world(world, vendors)  # type: ignore[arg-type]
-        app = Starlette(routes=[Mount(f"/{n}", routes=m.routes(world)) for n, m in vendors.items()])
-        app.add_middleware(sandbox_app_mod._FaultAndRecord, world=world, vendors=vendors)
-        return app
-
-
 @pytest.fixture
 def world() -> World:
     """A seeded world on a manual clock, so scrape windows are exact."""
@@ -57,8 +37,9 @@ def world() -> World:
 
 
 @pytest.fixture
-def transport(world: World) -> httpx.ASGITransport:
-    return httpx.ASGITransport(app=_sandbox_app(world))
+def transport(sandbox_transport: httpx.ASGITransport) -> httpx.ASGITransport:
+    """The shared in-process sandbox (conftest), serving this module's ``world``."""
+    return sandbox_transport
 
 
 @pytest.fixture
