@@ -15,7 +15,7 @@ import asyncio
 import email.utils
 import time
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import httpx
 from tenacity import (
@@ -103,7 +103,7 @@ class BaseClient:
             transport=transport,
         )
 
-    async def __aenter__(self) -> BaseClient:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:

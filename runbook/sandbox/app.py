@@ -167,6 +167,10 @@ def _control_routes(world: World, vendors: dict[str, ModuleType]) -> list[BaseRo
 def reset_world(world: World, vendors: dict[str, ModuleType] | None = None) -> None:
     """Clear faults and the request log and rebuild every vendor's initial state."""
     vendors = vendors or load_vendors()
+    if world.state:
+        from runbook.sandbox.scenarios import end_slow_query
+
+        end_slow_query(world)  # a real backend held by db-degradation must not outlive the reset
     world.faults.clear()
     world.requests.clear()
     world.state.clear()
