@@ -1,0 +1,263 @@
+"""Engines for the ledger: pooling, per-connection settings, migrations and error translation.
+
+SQLite: WAL, a 30 s busy timeout and foreign keys on every connection; SQLAlchemy emits BEGIN itself
+(``BEGIN IMMEDIATE`` for writes) so a writer takes the lock up front instead of failing to upgrade a
+read lock half-way. PostgreSQL: psycopg 3, pooled, pre-pinged, with a statement timeout so a stuck
+query cannot hang a worker.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import event, exc
+from sqlalchemy.engine import URL, Engine
+from sqlalchemy.pool import StaticPool
+
+from runbook.errors import LedgerPermanentError, LedgerUnavailableError
+from runbook.ledger.url import ENV_URL, describe_url, is_sqlite, location
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+BUSY_TIMEOUT_S = 30
+STATEMENT_TIMEOUT_MS = 30_000
+CONNECT_TIMEOUT_S = 5
+# any fixed 64-bit number: every process migrating this ledger takes the same lock
+MIGRATION_LOCK_ID = 0x52554E424F4F4B  # "RUNBOOK"
+# execution option: a read-only SQLite transaction starts with a plain (deferred) BEGIN
+READ_ONLY = "runbook_read_only"
+
+
+def create_ledger_engine(url: URL) -> Engine:
+    """Build a pooled engine for ``url`` with the ledger's per-connection settings.
+
+    Args:
+        url: the resolved ledger URL (SQLite or PostgreSQL).
+
+    Returns:
+        The engine; nothing is connected yet.
+    """
+    if is_sqlite(url):
+        return _sqlite_engine(url)
+    connect_args: dict[str, Any] = {}
+    if "connect_timeout" not in url.query:
+        connect_args["connect_timeout"] = CONNECT_TIMEOUT_S
+    if "options" not in url.query:
+        connect_args["options"] = f"-c statement_timeout={STATEMENT_TIMEOUT_MS}"
+    return sa.create_engine(
+        url,
+        pool_size=5,
+        max_overflow=10,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+        connect_args=connect_args,
+    )
+
+
+def _sqlite_engine(url: URL) -> Engine:
+    memory = url.database in (None, "", ":memory:")
+    engine = sa.create_engine(
+        url,
+        connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_S},
+        # an in-memory database exists once per connection, so everyone must share that one
+        poolclass=StaticPool if memory else None,
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # take transaction control away from the sqlite3 driver (see the "begin" hook)
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_S * 1000}")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        if not memory:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA synchronous = NORMAL")  # durable enough in WAL mode, much faster
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: sa.Connection) -> None:
+        if conn.get_execution_options().get(READ_ONLY):
+            conn.exec_driver_sql("BEGIN")
+        else:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+# --- errors -----------------------------------------------------------------------------------
+
+_REASONS = (
+    (re.compile(r"refused", re.I), "connection refused"),
+    (re.compile(r"timeout expired|timed out", re.I), "connection timed out"),
+    (re.compile(r"could not translate host name|name or service not known", re.I), "unknown host"),
+    (
+        re.compile(r"password authentication failed|authentication failed", re.I),
+        "authentication failed",
+    ),
+    (re.compile(r'database "[^"]+" does not exist', re.I), None),
+    (re.compile(r"unable to open database file", re.I), "unable to open database file"),
+    (re.compile(r"database is locked", re.I), "database is locked"),
+    (re.compile(r"statement timeout|canceling statement", re.I), "statement timed out"),
+    (
+        re.compile(
+            r"server closed the connection|terminating connection|connection .* closed", re.I
+        ),
+        "connection lost",
+    ),
+)
+
+
+def _reason(error: BaseException, password: str | None) -> str:
+    text = str(getattr(error, "orig", None) or error)
+    for pattern, reason in _REASONS:
+        found = pattern.search(text)
+        if found:
+            return reason or found.group(0)
+    first = next((line.strip() for line in text.splitlines() if line.strip()), type(error).__name__)
+    if password:
+        first = first.replace(password, "***")
+    return first[:200]
+
+
+def unavailable(url: URL, error: BaseException) -> LedgerUnavailableError:
+    """A one-line LedgerUnavailableError for a connection-level failure, without the password.
+
+    Args:
+        url: the ledger URL (its host, port or path is named, never its password).
+        error: the driver's or SQLAlchemy's exception.
+
+    Returns:
+        The error to raise ``from`` the cause.
+    """
+    verb = "open" if is_sqlite(url) else "reach"
+    return LedgerUnavailableError(
+        f"cannot {verb} the ledger database at {location(url)} ({_reason(error, url.password)}); "
+        f"check {ENV_URL}"
+    )
+
+
+def is_retryable_conflict(error: BaseException) -> bool:
+    """True for PostgreSQL deadlocks and serialization failures, which succeed when retried."""
+    sqlstate = getattr(getattr(error, "orig", None), "sqlstate", None)
+    return sqlstate in ("40001", "40P01")
+
+
+def translate(url: URL, error: exc.SQLAlchemyError) -> Exception:
+    """Map a SQLAlchemy error to the project's error tree.
+
+    Connection-level failures (OperationalError, InterfaceError, pool timeouts) become
+    LedgerUnavailableError (transient); anything else is LedgerPermanentError.
+
+    Args:
+        url: the ledger URL, for the message.
+        error: what SQLAlchemy raised.
+
+    Returns:
+        The error to raise ``from`` the cause.
+    """
+    if isinstance(error, exc.OperationalError | exc.InterfaceError | exc.TimeoutError):
+        return unavailable(url, error)
+    if isinstance(error, exc.DBAPIError) and error.connection_invalidated:
+        return unavailable(url, error)
+    return LedgerPermanentError(
+        f"the ledger database at {location(url)} refused the operation "
+        f"({_reason(error, url.password)}); this is a bug or a schema mismatch: "
+        "run `alembic -c runbook/ledger/alembic.ini upgrade head`"
+    )
+
+
+# --- migrations -------------------------------------------------------------------------------
+
+
+def alembic_config(url: URL | None = None) -> Config:
+    """An alembic Config built in code (no alembic.ini needed at runtime).
+
+    Args:
+        url: the database URL; when None, env.py resolves it (explicit > env > default).
+
+    Returns:
+        The Config whose script_location is this package's ``migrations`` folder.
+    """
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    if url is not None:
+        # ConfigParser interpolation: a literal % in a password must be doubled
+        config.set_main_option(
+            "sqlalchemy.url", url.render_as_string(hide_password=False).replace("%", "%%")
+        )
+    return config
+
+
+_HEAD: list[str] = []
+# alembic keeps its running environment in module globals: one migration per process at a time
+_ALEMBIC_IN_PROCESS = threading.Lock()
+
+
+def head_revision() -> str:
+    """The newest migration revision shipped with this package."""
+    if not _HEAD:
+        head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+        _HEAD.append(head or "")
+    return _HEAD[0]
+
+
+@contextmanager
+def _migration_lock(conn: sa.Connection) -> Iterator[None]:
+    # SQLite serialises writers with BEGIN IMMEDIATE already; PostgreSQL needs an explicit lock so
+    # concurrent first uses do not race to create the same tables
+    if conn.dialect.name != "postgresql":
+        yield
+        return
+    conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": MIGRATION_LOCK_ID})
+    conn.commit()
+    try:
+        yield
+    finally:
+        conn.rollback()
+        conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": MIGRATION_LOCK_ID})
+        conn.commit()
+
+
+def migrate(engine: Engine) -> bool:
+    """Bring the ledger's schema to the newest revision, if it is not there yet.
+
+    Safe to call from several processes at once.
+
+    Args:
+        engine: an engine from ``create_ledger_engine``.
+
+    Returns:
+        True when migrations ran, False when the schema was already current.
+
+    Raises:
+        LedgerUnavailableError: the database cannot be reached.
+    """
+    head = head_revision()
+    try:
+        with engine.connect() as conn:
+            if MigrationContext.configure(conn).get_current_revision() == head:
+                return False
+            conn.rollback()
+            with _ALEMBIC_IN_PROCESS, _migration_lock(conn):
+                config = alembic_config(engine.url)
+                config.attributes["connection"] = conn
+                command.upgrade(config, "head")
+                conn.commit()
+            return True
+    except exc.SQLAlchemyError as error:
+        raise translate(engine.url, error) from error
+
+
+def describe(engine: Engine) -> str:
+    """The engine's URL with the password masked."""
+    return describe_url(engine.url)

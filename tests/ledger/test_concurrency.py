@@ -1,0 +1,109 @@
+"""Concurrent writers: the database, not read-then-write, keeps one open incident per key."""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from runbook.ledger import Ledger, open_ledger
+from runbook.ledger.schema import alerts, incidents
+from tests.conftest import drop_pg_database, make_pg_database
+from tests.ledger.conftest import pg_url
+from tests.ledger.helpers import hammer
+
+PROCESSES, CALLS, KEYS = 8, 500, 50
+
+
+def totals(ledger: Ledger) -> tuple[int, int, int]:
+    """(open incidents, stored alerts, sum of alert_count)."""
+    with ledger.engine.connect() as conn:
+        open_count = conn.execute(
+            sa.select(sa.func.count()).where(incidents.c.open_key.is_not(None))
+        ).scalar_one()
+        stored = conn.execute(sa.select(sa.func.count()).select_from(alerts)).scalar_one()
+        counted = conn.execute(sa.select(sa.func.sum(incidents.c.alert_count))).scalar_one()
+    return int(open_count), int(stored), int(counted or 0)
+
+
+@pytest.mark.postgres
+@pytest.mark.timeout(120)
+def test_eight_processes_open_exactly_one_incident_per_key(pg_admin_dsn: str) -> None:
+    """8 processes x 500 alerts over 50 keys on one fresh PostgreSQL give 50 incidents, 4,000 alerts."""
+    name = make_pg_database("runbook_ledger")
+    url = pg_url(name)
+    try:
+        context = multiprocessing.get_context("spawn")
+        with context.Pool(PROCESSES) as pool:
+            # the database is empty: the workers also race to migrate it on first use
+            opened = pool.starmap(hammer, [(url, w, CALLS, KEYS) for w in range(PROCESSES)])
+        assert sum(opened) == KEYS
+        with open_ledger(url) as ledger:
+            assert totals(ledger) == (KEYS, PROCESSES * CALLS, PROCESSES * CALLS)
+            assert len(ledger.outbox_claim(limit=1000)) == KEYS
+    finally:
+        drop_pg_database(name)
+
+
+@pytest.mark.timeout(60)
+def test_four_threads_on_sqlite_open_exactly_one_incident_per_key(tmp_path: Path) -> None:
+    """4 threads x 200 alerts over 20 keys, each with its own Ledger, give 20 incidents, 800 alerts."""
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    with ThreadPoolExecutor(4) as pool:
+        opened = list(pool.map(lambda w: hammer(url, w, 200, 20), range(4)))
+    assert sum(opened) == 20
+    with open_ledger(url) as ledger:
+        assert totals(ledger) == (20, 800, 800)
+
+
+def race(threads: int, work: Callable[[int], Any]) -> list[Any]:
+    """Run ``work(i)`` in ``threads`` threads released at the same moment."""
+    barrier = threading.Barrier(threads)
+
+    def run(i: int) -> Any:
+        barrier.wait()
+        return work(i)
+
+    with ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(run, range(threads)))
+
+
+@pytest.mark.timeout(30)
+def test_racing_begin_action_creates_exactly_once(ledger: Ledger) -> None:
+    """Six threads beginning the same action key: exactly one is told it created it."""
+    incident = ledger.declare_incident("x", "P2")
+    results = race(6, lambda _: ledger.begin_action(incident.id, "same-key", "page_oncall"))
+    assert sum(created for _, created in results) == 1
+    assert len({action.id for action, _ in results}) == 1
+
+
+@pytest.mark.timeout(30)
+def test_racing_dispatchers_never_claim_the_same_item(ledger: Ledger) -> None:
+    """Four dispatchers claiming at once get disjoint items that together cover the queue."""
+    queued = {ledger.outbox_enqueue("notify", {"n": n}).id for n in range(40)}
+    claims = race(4, lambda _: [item.id for item in ledger.outbox_claim(limit=10)])
+    claimed = [item_id for claim in claims for item_id in claim]
+    assert len(claimed) == len(set(claimed)) == 40 and set(claimed) == queued
+
+
+@pytest.mark.timeout(30)
+def test_racing_transitions_apply_once(ledger: Ledger) -> None:
+    """Five threads moving one incident detected -> triaging: one succeeds, one status event."""
+    incident = ledger.declare_incident("x", "P2")
+
+    def move(_: int) -> str:
+        try:
+            ledger.transition(incident.id, "triaging")
+            return "moved"
+        except Exception as error:  # noqa: BLE001 - the losers must fail with InvalidTransition
+            return type(error).__name__
+
+    results = race(5, move)
+    assert sorted(results) == ["InvalidTransition"] * 4 + ["moved"]
+    assert [e.kind for e in ledger.timeline(incident.id)].count("status") == 1
