@@ -205,10 +205,17 @@ class GitHubClient(BaseClient):
         retry_after = parse_retry_after(headers.get("retry-after"))
         limited = status == 429 or (
             status == 403
-            and (headers.get("x-ratelimit-remaining") == "0" or "retry-after" in headers)
+            and (
+                headers.get("x-ratelimit-remaining") == "0"
+                or "retry-after" in headers
+                or "rate limit" in msg.lower()
+            )
         )
         if limited and retry_after is None:
             retry_after = _reset_delay(headers.get("x-ratelimit-reset"))
+        if limited and retry_after is None:
+            # GitHub's advice for a secondary limit without headers: wait at least a minute
+            retry_after = 60.0
         if limited or status >= 500:
             raise self.transient_error(
                 f"github answered {status} to {where}: {msg}",

@@ -2,7 +2,8 @@
 
 Paths are GitHub's own (mounted under ``/github``): ``POST|GET /repos/{owner}/{repo}/issues``,
 ``GET|PATCH /repos/{owner}/{repo}/issues/{number}``, ``POST|GET .../issues/{number}/comments`` and
-``GET /repos/{owner}/{repo}/commits``. Auth is ``Authorization: Bearer <token>`` or ``token <token>``.
+``GET /repos/{owner}/{repo}/commits`` (its own commits merged with those the sandbox's Vercel
+deployments were built from, so a staged bad deploy shows in "recent changes"). Auth is ``Authorization: Bearer <token>`` or ``token <token>``.
 
 Rate limits answer in GitHub's two shapes (``error_response``): 429 with retry-after (secondary limit),
 or 403 with ``x-ratelimit-remaining: 0`` and ``x-ratelimit-reset`` (primary limit, fault status 403).
@@ -13,7 +14,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from starlette.requests import Request
@@ -29,11 +30,11 @@ WEB = "https://github.com"
 API = "https://api.github.com"
 STATES = ("open", "closed")
 STATE_REASONS = ("completed", "not_planned", "reopened")
+# the Vercel deployments' own commits join these in the log (see ``commit_log``)
 _SEED_COMMITS = (
-    "Add pricing page",
-    "Tune image caching headers",
-    "Upgrade next to 15.3",
     "Fix checkout button alignment on mobile",
+    "Add README section on local setup",
+    "Refactor cart totals into a hook",
     "Add index on orders(created_at)",
     "Retry Stripe webhooks on 5xx",
     "Bump supabase-js to 2.45",
@@ -105,6 +106,39 @@ def add_commit(
     repo.commits.insert(0, commit)
     repo.commits.sort(key=lambda c: c.date, reverse=True)
     return commit
+
+
+def _deployment_commits(world: World) -> list[Commit]:
+    """The commits the sandbox's Vercel deployments were built from, if Vercel is in the world.
+
+    Read duck-typed from ``world.state["vercel"]`` so a scenario's bad deploy shows up in the
+    "recent changes" log with the same sha and message as on the deployment.
+    """
+    deployments = getattr(world.state.get("vercel"), "deployments", None) or {}
+    commits = []
+    for dep in deployments.values():
+        meta = getattr(dep, "meta", None) or {}
+        sha, created = meta.get("githubCommitSha"), getattr(dep, "created", None)
+        if not sha or created is None:
+            continue
+        when = datetime.fromtimestamp(created / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        commits.append(
+            Commit(
+                sha=sha,
+                message=meta.get("githubCommitMessage", ""),
+                author=meta.get("githubCommitAuthorLogin", "sandbox-dev"),
+                date=when,
+            )
+        )
+    return commits
+
+
+def commit_log(world: World, repo: str = REPO) -> list[Commit]:
+    """The repository's commits, newest first: its own plus (for acme/web) the deployments'."""
+    own = _state(world).repos[repo].commits
+    extra = _deployment_commits(world) if repo == REPO else []
+    unique = {c.sha: c for c in [*extra, *own]}
+    return sorted(unique.values(), key=lambda c: c.date, reverse=True)
 
 
 def issues(world: World, repo: str = REPO) -> list[Issue]:
@@ -278,7 +312,8 @@ def routes(world: World) -> list[BaseRoute]:
         per_page = _per_page(request)
         if isinstance(per_page, Response):
             return per_page
-        page = max(1, int(q.get("page", "1")) if q.get("page", "1").isdigit() else 1)
+        raw_page = q.get("page", "1")
+        page = max(1, int(raw_page)) if raw_page.isdigit() else 1
         rows = [
             i
             for i in repo.issues.values()
@@ -375,7 +410,8 @@ def routes(world: World) -> list[BaseRoute]:
         per_page = _per_page(request)
         if isinstance(per_page, Response):
             return per_page
-        return JSONResponse([_commit_json(repo, c) for c in repo.commits[:per_page]])
+        log = commit_log(world, repo.full_name)
+        return JSONResponse([_commit_json(repo, c) for c in log[:per_page]])
 
     base = "/repos/{owner}/{repo}"
     return [

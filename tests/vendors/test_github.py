@@ -152,6 +152,18 @@ async def test_403_forbidden_is_permanent_with_githubs_message() -> None:
     assert TOKEN not in text and info.value.status_code == 403
 
 
+async def test_403_secondary_limit_without_headers_waits_a_minute() -> None:
+    """A 403 secondary rate limit with no headers is transient with GitHub's advised 60 s wait."""
+    calls: list[httpx.Request] = []
+    limited = httpx.Response(
+        403, json={"message": "You have exceeded a secondary rate limit. Please wait."}
+    )
+    async with _fake([limited], calls) as client:
+        with pytest.raises(GitHubTransientError) as info:
+            await client.create_issue("t", "b", [])
+    assert len(calls) == 1 and info.value.retry_after == 60.0
+
+
 async def test_5xx_is_retried_then_raised_as_transient() -> None:
     """A persistent 502 is retried (max_retries) and then raised as GitHubTransientError."""
     calls: list[httpx.Request] = []
@@ -312,6 +324,23 @@ async def test_recent_commits_is_the_oneline_log(client: GitHubClient, world: Wo
     assert commits[0].oneline == f"{newest.sha[:7]} Hotfix: revert pricing query"
     assert [c.date for c in commits] == sorted((c.date for c in commits), reverse=True)
     assert world.requests_for("github", path="/commits$")[-1].query == "per_page=10"
+
+
+async def test_recent_commits_include_the_vercel_deploys_commit(
+    client: GitHubClient, world: World
+) -> None:
+    """A deployment staged in the sandbox's Vercel shows in the commit log with its sha and message."""
+    from runbook.sandbox import vercel as sandbox_vercel
+
+    if sandbox_vercel.NAME not in world.state:
+        sandbox_vercel.init_state(world)
+    dep = sandbox_vercel.add_deployment(
+        world, message="Rewrite pricing query", uid_prefix="dpl_bad"
+    )
+    async with client:
+        commits = await client.recent_commits(5)
+    assert commits[0].sha == dep.meta["githubCommitSha"]
+    assert commits[0].message == "Rewrite pricing query"
 
 
 async def test_sandbox_rate_limit_fault_is_retried(client: GitHubClient, world: World) -> None:
