@@ -25,28 +25,10 @@ SECRET = "ATATT" + "s3cr3t" * 5
 # --- the sandbox, in-process ---------------------------------------------------------------------
 
 
-def _sandbox_app(world: World):  # type: ignore[no-untyped-def]
-    """The whole sandbox when every vendor module exists; else only Jira's."""
-    from runbook.sandbox.app import create_app
-
-    try:
-        return create_app(world)
-    except ImportError:
-        from starlette.applications import Starlette
-        from starlette.routing import Mount
-
-        from runbook.sandbox import app as sandbox_app_mod
-
-        vendors = {sandbox_jira.NAME: sandbox_jira}
-        sandbox_app_mod.reset_world(world, vendors)  # type: ignore[arg-type]
-        app = Starlette(routes=[Mount(f"/{n}", routes=m.routes(world)) for n, m in vendors.items()])
-        app.add_middleware(sandbox_app_mod._FaultAndRecord, world=world, vendors=vendors)
-        return app
-
-
 @pytest.fixture
-def transport(world: World) -> httpx.ASGITransport:
-    return httpx.ASGITransport(app=_sandbox_app(world))
+def transport(sandbox_transport: httpx.ASGITransport) -> httpx.ASGITransport:
+    """The shared in-process sandbox (every vendor mounted, faults and request log included)."""
+    return sandbox_transport
 
 
 @pytest.fixture
