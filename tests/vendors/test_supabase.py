@@ -8,15 +8,12 @@ from types import SimpleNamespace
 
 import httpx
 import pytest
-from starlette.applications import Starlette
-from starlette.routing import Mount
 
 from blocks.supabase import SupabaseProject
 from runbook.clients.supabase import SupabaseClient, SupabaseDataClient
 from runbook.clock import ManualClock
 from runbook.errors import SupabasePermanentError, SupabaseTransientError
 from runbook.sandbox import supabase, supabase_data
-from runbook.sandbox.app import _FaultAndRecord, reset_world
 from runbook.sandbox.core import DEFAULT_TOKEN, FaultRule, World
 from tests.conftest import sandbox_url
 
@@ -25,7 +22,7 @@ T0 = datetime(2026, 3, 2, 12, 0, 5, tzinfo=UTC)
 MGMT = "/supabase/v1/projects/" + REF
 
 
-# --- fixtures: the two Supabase sandbox modules, in-process, with the fault/record middleware ----
+# --- fixtures: the shared in-process sandbox, over a world with a manual clock ------------------
 
 
 @pytest.fixture
@@ -34,17 +31,14 @@ def clock() -> ManualClock:
 
 
 @pytest.fixture
-def sb_world(clock: ManualClock) -> World:
+def world(clock: ManualClock) -> World:
+    """Overrides the shared ``world``: the same seeded world, on a clock the tests move."""
     return World(token=DEFAULT_TOKEN, seed=7, clock=clock)
 
 
 @pytest.fixture
-def transport(sb_world: World) -> httpx.ASGITransport:
-    vendors = {supabase.NAME: supabase, supabase_data.NAME: supabase_data}
-    reset_world(sb_world, vendors)
-    app = Starlette(routes=[Mount(f"/{n}", routes=m.routes(sb_world)) for n, m in vendors.items()])
-    app.add_middleware(_FaultAndRecord, world=sb_world, vendors=vendors)
-    return httpx.ASGITransport(app=app)
+def transport(sandbox_transport: httpx.ASGITransport) -> httpx.ASGITransport:
+    return sandbox_transport
 
 
 def mgmt(transport: httpx.AsyncBaseTransport, **kw) -> SupabaseClient:
@@ -188,7 +182,7 @@ async def test_data_probe_timeout_is_a_result() -> None:
 # --- every operation against the sandbox -----------------------------------------------------
 
 
-async def test_list_and_get_functions(transport, sb_world: World) -> None:
+async def test_list_and_get_functions(transport, world: World) -> None:
     """The sandbox project lists its three functions and answers one by slug, both recorded."""
     async with mgmt(transport) as c:
         fns = await c.list_functions(REF)
@@ -196,56 +190,56 @@ async def test_list_and_get_functions(transport, sb_world: World) -> None:
         assert c.last_rate_limit_remaining == 118
     assert {f.slug for f in fns} == {"transcribe", "send-email", "generate-summary"}
     assert one.version == 2 and one.status == "ACTIVE" and one.updated_at
-    paths = [r.path for r in sb_world.requests_for("supabase")]
+    paths = [r.path for r in world.requests_for("supabase")]
     assert paths == [f"/v1/projects/{REF}/functions", f"/v1/projects/{REF}/functions/send-email"]
 
 
-async def test_deploy_bumps_version_and_body_returns_new_source(transport, sb_world: World) -> None:
+async def test_deploy_bumps_version_and_body_returns_new_source(transport, world: World) -> None:
     """A deploy makes version+1, keeps the history, and the body endpoint answers the new source."""
     source = b"Deno.serve(() => new Response('v4'));\n"
     async with mgmt(transport) as c:
         fn = await c.deploy_function(REF, "transcribe", {"index.ts": source}, verify_jwt=False)
         body = await c.get_function_body(REF, "transcribe")
     assert fn.version == 4 and fn.verify_jwt is False and body == source
-    assert supabase.function_source(sb_world, "transcribe", 3) != source
-    deploy_req = sb_world.requests_for("supabase", r"/functions/deploy$")[-1]
+    assert supabase.function_source(world, "transcribe", 3) != source
+    deploy_req = world.requests_for("supabase", r"/functions/deploy$")[-1]
     assert deploy_req.query == "slug=transcribe" and deploy_req.status == 201
     assert "multipart/form-data" in deploy_req.headers["content-type"]
 
 
-async def test_redeploying_previous_source_fixes_slow_function(transport, sb_world: World) -> None:
+async def test_redeploying_previous_source_fixes_slow_function(transport, world: World) -> None:
     """After a slow version, redeploying the previous source makes direct calls succeed again."""
-    supabase_data.set_function_timeout(sb_world, 0.01)
+    supabase_data.set_function_timeout(world, 0.01)
     async with mgmt(transport) as c, data(transport) as d:
         good = await c.get_function_body(REF, "transcribe")
-        slow_version = supabase.deploy_slow_version(sb_world, "transcribe")
-        assert supabase.slow_functions(sb_world) == {"transcribe"}
+        slow_version = supabase.deploy_slow_version(world, "transcribe")
+        assert supabase.slow_functions(world) == {"transcribe"}
         assert supabase.SLOW_MARKER in await c.get_function_body(REF, "transcribe")
         failed = await d.invoke_function("transcribe", {"audio": "a.wav"})
         fixed = await c.deploy_function(REF, "transcribe", {"index.ts": good})
         healthy = await d.invoke_function("transcribe", {"audio": "a.wav"})
     assert not failed.ok and failed.status_code == 504
-    assert fixed.version == slow_version + 1 and supabase.slow_functions(sb_world) == set()
+    assert fixed.version == slow_version + 1 and supabase.slow_functions(world) == set()
     assert healthy.ok and healthy.body["version"] == fixed.version
 
 
-async def test_slow_function_times_out_the_client(transport, sb_world: World) -> None:
+async def test_slow_function_times_out_the_client(transport, world: World) -> None:
     """A slow function holds longer than the client's timeout, so the probe reports a timeout."""
-    supabase.deploy_slow_version(sb_world, "generate-summary")
-    supabase_data.set_function_timeout(sb_world, 2.0)
+    supabase.deploy_slow_version(world, "generate-summary")
+    supabase_data.set_function_timeout(world, 2.0)
     async with data(transport, timeout=0.1) as d:
         result = await d.invoke_function("generate-summary", {"text": "x"})
     assert result.timed_out and not result.ok and result.latency_ms < 1000
 
 
-async def test_health_reflects_auth_degradation(transport, sb_world: World) -> None:
+async def test_health_reflects_auth_degradation(transport, world: World) -> None:
     """Auth health turns UNHEALTHY while auth is down and back to ACTIVE_HEALTHY after restore."""
     async with mgmt(transport) as c, data(transport) as d:
         before = await c.health(REF)
-        supabase.degrade_auth(sb_world, "down")
+        supabase.degrade_auth(world, "down")
         during = {h.name: h for h in await c.health(REF)}
         probe = await d.auth_health()
-        supabase.restore_auth(sb_world)
+        supabase.restore_auth(world)
         after = await c.health(REF, services=("auth",))
         probe_after = await d.auth_health()
     assert all(h.healthy for h in before) and len(before) == 5
@@ -256,14 +250,14 @@ async def test_health_reflects_auth_degradation(transport, sb_world: World) -> N
         and probe_after.ok
         and probe_after.body["name"] == "GoTrue"
     )
-    assert "services=auth%2Cdb%2Crest" in sb_world.requests_for("supabase", "/health$")[0].query
+    assert "services=auth%2Cdb%2Crest" in world.requests_for("supabase", "/health$")[0].query
 
 
 async def test_auth_config_patch_clears_rate_limit(
-    transport, sb_world: World, clock: ManualClock
+    transport, world: World, clock: ManualClock
 ) -> None:
     """Auth 429s show in the data plane and logs until a PATCH raises a rate limit, then stop."""
-    supabase.degrade_auth(sb_world, "rate_limit")
+    supabase.degrade_auth(world, "rate_limit")
     clock.advance(120)
     async with mgmt(transport) as c, raw(transport) as r:
         config = await c.get_auth_config(REF)
@@ -278,12 +272,12 @@ async def test_auth_config_patch_clears_rate_limit(
         row["status"] == 429 for row in rows
     )
     assert any("invalid JWT" in row["msg"] for row in rows)
-    assert new["rate_limit_token_refresh"] == 600 and not supabase.auth_is_degraded(sb_world)
+    assert new["rate_limit_token_refresh"] == 600 and not supabase.auth_is_degraded(world)
     assert after.status_code == 200
-    assert sb_world.requests_for("supabase", "/config/auth$")[-1].method == "PATCH"
+    assert world.requests_for("supabase", "/config/auth$")[-1].method == "PATCH"
 
 
-async def test_auth_config_patch_validates_types(transport, sb_world: World) -> None:
+async def test_auth_config_patch_validates_types(transport, world: World) -> None:
     """A PATCH with a wrong type or an unknown field is a 400 that names the field, changing nothing."""
     async with mgmt(transport) as c:
         with pytest.raises(
@@ -297,10 +291,10 @@ async def test_auth_config_patch_validates_types(transport, sb_world: World) -> 
 
 
 async def test_function_logs_and_stats_show_slow_version(
-    transport, sb_world: World, clock: ManualClock
+    transport, world: World, clock: ManualClock
 ) -> None:
     """After a slow deploy the function logs carry ~60 s 504/546 rows and stats count server errors."""
-    supabase.deploy_slow_version(sb_world, "transcribe")
+    supabase.deploy_slow_version(world, "transcribe")
     clock.advance(300)
     async with mgmt(transport) as c:
         fn = await c.get_function(REF, "transcribe")
@@ -315,11 +309,11 @@ async def test_function_logs_and_stats_show_slow_version(
     assert all(s.error_count <= 1 for s in healthy)
 
 
-async def test_logs_follow_app_error_types_and_real_invocations(transport, sb_world: World) -> None:
+async def test_logs_follow_app_error_types_and_real_invocations(transport, world: World) -> None:
     """Function logs carry the app's error types, and direct invocations appear in edge function logs."""
     # shaped like the product app's state: {type: weight} and an extra error rate
     app = SimpleNamespace(error_types={"TypeError": 3, "DatabaseTimeout": 1}, extra_error_rate=1.0)
-    sb_world.state["app"] = app
+    world.state["app"] = app
     async with mgmt(transport) as c, data(transport) as d:
         await d.invoke_function("send-email", {"to": "a@b.c"})
         start, end = T0 - timedelta(minutes=5), T0 + timedelta(seconds=1)
@@ -341,11 +335,11 @@ async def test_logs_bad_sql(transport) -> None:
     assert missing.status_code == 400 and "sql is required" in missing.json()["error"]["message"]
 
 
-async def test_rest_root_probe_follows_db_health(transport, sb_world: World) -> None:
+async def test_rest_root_probe_follows_db_health(transport, world: World) -> None:
     """The REST root answers 200 while the db is healthy and 503 once it is marked unhealthy."""
     async with data(transport) as d:
         up = await d.rest_root()
-        supabase.set_service_status(sb_world, "db", "UNHEALTHY", "too many connections")
+        supabase.set_service_status(world, "db", "UNHEALTHY", "too many connections")
         down = await d.rest_root()
     assert up.ok and up.body["swagger"] == "2.0"
     assert down.status_code == 503 and not down.ok
@@ -385,7 +379,7 @@ async def test_wrong_credentials_get_supabase_bodies(transport) -> None:
     assert "sbp_wrong" not in str(info.value)
 
 
-async def test_malformed_multipart_is_400(transport, sb_world: World) -> None:
+async def test_malformed_multipart_is_400(transport, world: World) -> None:
     """A deploy that is not multipart, lacks metadata or is garbled gets 400 {"message"} and no version."""
     url = f"{MGMT}/functions/deploy?slug=transcribe"
     async with raw(transport) as r:
@@ -404,7 +398,7 @@ async def test_malformed_multipart_is_400(transport, sb_world: World) -> None:
     assert [x.status_code for x in (as_json, no_meta, garbled, bad_entry)] == [400] * 4
     assert "multipart" in as_json.json()["message"] and "metadata" in no_meta.json()["message"]
     assert "main.ts" in bad_entry.json()["message"]
-    assert supabase.get_state(sb_world).functions["transcribe"].current.version == 3
+    assert supabase.get_state(world).functions["transcribe"].current.version == 3
 
 
 async def test_unknown_project_and_function(transport) -> None:
@@ -418,13 +412,28 @@ async def test_unknown_project_and_function(transport) -> None:
             await c.health(REF, services=())
 
 
-async def test_injected_fault_uses_supabase_error_body(transport, sb_world: World) -> None:
+async def test_injected_fault_uses_supabase_error_body(transport, world: World) -> None:
     """An injected 503 answers Supabase's {"message"} body and the client retries past it."""
-    sb_world.add_fault(FaultRule(vendor="supabase", kind="error", path="/functions$", remaining=1))
+    world.add_fault(FaultRule(vendor="supabase", kind="error", path="/functions$", remaining=1))
     async with mgmt(transport) as c:
         fns = await c.list_functions(REF)
-    first = sb_world.requests_for("supabase")[0]
+    first = world.requests_for("supabase")[0]
     assert len(fns) == 3 and first.status == 503 and first.fault == "error"
+
+
+async def test_scenarios_drive_the_supabase_world(transport, world: World) -> None:
+    """The control API's edge-timeouts and auth-failure scenarios show up through the Supabase clients."""
+    supabase_data.set_function_timeout(world, 0.01)
+    async with raw(transport) as r, mgmt(transport) as c, data(transport) as d:
+        for name, params in (("edge-timeouts", {}), ("auth-failure", {"kind": "down"})):
+            answer = await r.post("/_sandbox/scenario", json={"name": name, "params": params})
+            assert answer.status_code == 200, answer.text
+        fn = await c.get_function(REF, "transcribe")
+        call = await d.invoke_function("transcribe", {})
+        auth = {h.name: h for h in await c.health(REF)}["auth"]
+        state = (await r.get("/_sandbox/state")).json()["supabase"]
+    assert fn.version == 4 and call.status_code == 504 and auth.status == "UNHEALTHY"
+    assert state["slow_functions"] == ["transcribe"] and state["auth_degraded"] is True
 
 
 # --- the block ---------------------------------------------------------------------------------
@@ -449,7 +458,7 @@ def test_block_validates_ref_and_token_without_echoing_secrets() -> None:
     assert "sandbox-token" not in repr(sandbox)
 
 
-async def test_block_clients_reach_the_sandbox(transport, sb_world: World) -> None:
+async def test_block_clients_reach_the_sandbox(transport, world: World) -> None:
     """The block's clients, built from its plain values, talk to the sandbox with its credentials."""
     block = _block(
         management_token=DEFAULT_TOKEN,
@@ -465,4 +474,4 @@ async def test_block_clients_reach_the_sandbox(transport, sb_world: World) -> No
         fns = await c.list_functions(block.project_ref)
         probe = await d.auth_health()
     assert len(fns) == 3 and probe.ok and c.timeout == 5
-    assert [r.vendor for r in sb_world.requests] == ["supabase", "supabase-data"]
+    assert [r.vendor for r in world.requests] == ["supabase", "supabase-data"]
