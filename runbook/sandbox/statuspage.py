@@ -5,8 +5,9 @@ Paths are Statuspage's own (mounted under ``/statuspage``): ``POST /v1/pages/{pa
 ``GET /v1/pages/{page}/components``, ``PATCH|PUT /v1/pages/{page}/components/{id}``.
 
 Credential: ``Authorization: OAuth <world.token>`` (or ``?api_key=``), else 401
-``{"error": "Could not authenticate"}``. About one request a second per key after a burst of 5,
-then ``StatuspageState.limit_status`` (420, Statuspage's own, or 429) without Retry-After.
+``{"error": "Could not authenticate"}``. About one request a second per key after a burst of 10
+(a status update is a handful of calls at once), then ``StatuspageState.limit_status`` (420,
+Statuspage's own, or 429) with a Retry-After saying when the next call may pass.
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ class Page:
 @dataclass
 class StatuspageState:
     pages: dict[str, Page] = field(default_factory=dict)
-    rate: RateLimit = field(default_factory=lambda: RateLimit(per_second=1.0, burst=5))
+    rate: RateLimit = field(default_factory=lambda: RateLimit(per_second=1.0, burst=10))
     limit_status: int = 420
 
 
@@ -217,8 +218,11 @@ def routes(world: World) -> list[BaseRoute]:
             if key != world.token:
                 return _error(401, "Could not authenticate")
             st = _state(world)
-            if st.rate.take(key, world.clock.now()) is not None:
-                return _error(st.limit_status, "Rate limit exceeded. Please slow down.")
+            wait = st.rate.take(key, world.clock.now())
+            if wait is not None:
+                return error_response(
+                    st.limit_status, "Rate limit exceeded. Please slow down.", wait
+                )
             found = st.pages.get(request.path_params["page_id"])
             if found is None:
                 return _error(404, "The page could not be found")
