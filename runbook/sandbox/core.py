@@ -28,6 +28,11 @@ DEFAULT_TOKEN = "sandbox-token"
 REDACTED = "***"
 _SECRET_HEADERS = {"authorization", "apikey", "x-api-key", "cookie"}
 
+# credentials some vendors take in the body (PagerDuty's routing key, a Slack token in a form post)
+_SECRET_BODY_FIELDS = re.compile(r'("(?:routing_key|token|api_key|password)"\s*:\s*)"[^"]*"')
+
+_SECRET_FORM_FIELDS = re.compile(r"(?:(?<=^)|(?<=&))((?:routing_key|token|api_key|password)=)[^&]*")
+
 FaultKind = Literal["error", "rate_limit", "latency", "timeout"]
 
 
@@ -146,6 +151,8 @@ class World:
             k.lower(): (REDACTED if k.lower() in _SECRET_HEADERS else v) for k, v in headers.items()
         }
         text = body[:8192].decode("utf-8", errors="replace")
+        text = _SECRET_BODY_FIELDS.sub(r'\1"' + REDACTED + '"', text)
+        text = _SECRET_FORM_FIELDS.sub(r"\1" + REDACTED, text)
         with self._lock:
             self._seq += 1
             rec = RecordedRequest(
