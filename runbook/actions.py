@@ -89,7 +89,10 @@ async def run_action(
         result = await apply()
     except PermanentError as exc:
         await asyncio.to_thread(
-            ledger.finish_action, key, ActionStatus.FAILED, {"error": str(exc), "system": exc.system}
+            ledger.finish_action,
+            key,
+            ActionStatus.FAILED,
+            {"error": str(exc), "system": exc.system},
         )
         raise
     done = await asyncio.to_thread(ledger.finish_action, key, ActionStatus.APPLIED, result)

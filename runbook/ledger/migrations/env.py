@@ -39,17 +39,21 @@ def run_offline() -> None:
 
 
 def run_online() -> None:
-    """Migrate through the given connection, or through a fresh engine for operators."""
+    """Migrate through the given connection, or through a fresh engine for operators.
+
+    DDL is transactional on both backends (the ledger's SQLite engine emits BEGIN IMMEDIATE
+    itself), so a failed migration leaves nothing half-done and concurrent first uses serialise.
+    """
     connection = config.attributes.get("connection")
     if connection is not None:
-        context.configure(connection=connection, target_metadata=metadata)
+        context.configure(connection=connection, target_metadata=metadata, transactional_ddl=True)
         with context.begin_transaction():
             context.run_migrations()
         return
     engine = create_ledger_engine(resolve_url(_url()))
     try:
         with engine.connect() as conn:
-            context.configure(connection=conn, target_metadata=metadata)
+            context.configure(connection=conn, target_metadata=metadata, transactional_ddl=True)
             with context.begin_transaction():
                 context.run_migrations()
             conn.commit()
