@@ -43,11 +43,12 @@ async def _observe(world: World, console: Console) -> float:
         after = await app.scrape()
         health = await app.health()
     readings = readings_between(before, after)
+    error_pct = (readings.error_rate or 0.0) * 100
     console.print(
-        f"app: health {health.status_code}, error rate {readings.error_rate_pct:.2f} %, "
-        f"p95 {readings.p95_ms:.0f} ms over the last minute"
+        f"app: health {health.status_code}, error rate {error_pct:.2f} %, "
+        f"p95 {readings.p95_ms or 0:.0f} ms over the last minute"
     )
-    return readings.error_rate_pct
+    return error_pct
 
 
 def run_demo(ledger_url: str | None, console: Console) -> int:

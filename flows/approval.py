@@ -1,0 +1,29 @@
+"""Approval of an action in the Prefect UI: the flow pauses with a typed form (approve or reject)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from prefect.exceptions import FlowPauseTimeout
+from prefect.flow_runs import pause_flow_run
+from prefect.input import RunInput
+from pydantic import Field
+
+
+class Approval(RunInput):
+    """The form a person fills in the Prefect UI to let an action run, or not."""
+
+    approve: bool = Field(description="Tick to let the action run; leave unticked to reject it.")
+    approver: str = Field(description="Who decides (name or handle), recorded in the timeline.")
+    reason: str = Field("", description="Why; recorded in the timeline and the RCA.")
+
+
+async def ask_approval(key: str, wait: timedelta) -> Approval | None:
+    """Pause this flow run until someone answers the form, or the timeout passes (then None)."""
+    try:
+        answer: Approval = await pause_flow_run(  # type: ignore[misc]
+            wait_for_input=Approval, timeout=max(1, int(wait.total_seconds())), key=key
+        )
+    except FlowPauseTimeout:
+        return None
+    return answer

@@ -1,0 +1,254 @@
+"""Phase 3, Mitigate & Stabilize (15-60 min): playbook actions, verification, watch for recurrence.
+
+For every action: plan -> (approval, per policy) -> apply -> record; then verify (health checks and
+metrics back under the alert thresholds), watch for recurrence for the policy's window, and update
+stakeholders. The bad-deploy playbook ships here; scenarios without an automated playbook are handed to
+a person with the runbook's checklist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from prefect import flow
+
+from flows.approval import ask_approval
+from flows.common import attempt, ctx_for, note_skips, send_escalation, skip
+from flows.report import PhaseReport, publish
+from flows.runtime import Options, Runtime, build_runtime, compress
+from runbook.models import Incident, IncidentStatus, Phase
+from runbook.playbooks.catalog import AUTOMATED, checklist
+from runbook.sla import escalate
+from runbook.thresholds import breached, evaluate
+from tasks.health import check_app_health
+from tasks.metrics import measure_metrics
+from tasks.slack import post_slack_message
+from tasks.vercel import rollback_deployment, verify_production
+
+VERIFY_WINDOW_S = 30.0
+WATCH_SAMPLES = 3
+
+
+async def allowed(rt: Runtime, inc: Incident, action: str, plan: str, report: PhaseReport) -> bool:
+    """The policy's verdict for ``action`` at this severity: auto, approve (ask in the UI) or never."""
+    mode = rt.policy.action_mode(action, inc.severity)
+    if mode == "auto" or rt.dry_run:
+        return True
+    if mode == "never":
+        report.skipped.append(
+            f"{action}: the policy never runs it automatically at {inc.severity.value}"
+        )
+        return False
+    await rt.note(
+        inc.id, "approval_requested", f"{action} needs approval: {plan}", phase=Phase.MITIGATE
+    )
+    answer = await ask_approval(
+        f"approve-{action}-{inc.id}", compress(rt.policy.approvals.timeout, rt.speed)
+    )
+    if answer is None:
+        await send_escalation(
+            rt,
+            inc,
+            escalate(rt.policy, inc, "approval_timeout", f"no answer to approve {action}"),
+            Phase.MITIGATE,
+        )
+        report.skipped.append(f"{action}: no approval before the timeout")
+        return False
+    verdict = "approved" if answer.approve else "rejected"
+    await rt.note(
+        inc.id,
+        "approval",
+        f"{action} {verdict} by {answer.approver}: {answer.reason}",
+        phase=Phase.MITIGATE,
+        actor=answer.approver or "unknown",
+        data={"action": action, "approve": answer.approve, "reason": answer.reason},
+    )
+    if not answer.approve:
+        report.skipped.append(f"{action}: rejected by {answer.approver} ({answer.reason})")
+    return answer.approve
+
+
+async def bad_deploy(rt: Runtime, inc: Incident, report: PhaseReport) -> bool:
+    """Roll Vercel back to the last good production deployment and check production serves it."""
+    vercel = rt.systems.get("vercel")
+    if vercel is None:
+        skip(rt, report, "vercel", "rollback")
+        return False
+    findings = (inc.diagnosis or {}).get("findings", {})
+    bad_id = findings.get("last_deploy_id")
+    plan = (
+        f"roll {vercel.project_id} back from {bad_id or 'the live deployment'} to the last good one"
+    )
+    if not await allowed(rt, inc, "rollback_deployment", plan, report):
+        return False
+    before = inc.detected_at
+    if findings.get("last_deploy_at"):
+        from datetime import datetime
+
+        before = datetime.fromisoformat(findings["last_deploy_at"])
+    reason = f"INC-{inc.id}: rollback from {bad_id} ({inc.title})"
+    result = await attempt(
+        rt, report, "rollback", rollback_deployment(ctx_for(rt, inc.id), vercel, before, reason)
+    )
+    if result is None:
+        return False
+    report.data["rollback"] = result
+    if result["status"] == "nothing_to_do":
+        report.found.append("no earlier production deployment to roll back to")
+        return False
+    if result["status"] == "skipped":
+        report.done.append(f"dry run: would roll back {result['from']} -> {result['to']}")
+        return False
+    report.done.append(
+        f"rolled back {result['from']} -> {result['to']}"
+        + (" (done earlier, not repeated)" if result["already_done"] else "")
+    )
+    check = await attempt(rt, report, "verify production", verify_production(vercel, result["to"]))
+    ok = bool(check and check["ok"])
+    report.checked.append(
+        f"production serves {check['live'] if check else '?'}: {'ok' if ok else 'NOT the rollback target'}"
+    )
+    return ok
+
+
+PLAYBOOKS = {"bad-deploy": bad_deploy}
+
+
+async def healthy(rt: Runtime, report: PhaseReport, label: str) -> bool | None:
+    """Health check and metrics under the alert thresholds; None when nothing can be measured."""
+    app = rt.systems.get("app")
+    if app is None:
+        skip(rt, report, "app", f"{label} (health and metrics)")
+        return None
+    steps = [check_app_health(app)]
+    if app.metrics_url:
+        steps.append(measure_metrics(app, max(0.3, VERIFY_WINDOW_S / rt.speed)))
+    results = await asyncio.gather(
+        *(attempt(rt, report, label, s, escalate_on_4xx=False) for s in steps)
+    )
+    health = results[0]
+    bad = breached(evaluate(rt.policy, results[1])) if len(results) > 1 and results[1] else []
+    ok = bool(health and health["ok"]) and not bad
+    detail = ", ".join(f"{b.metric} {b.value:.3g}" for b in bad) or "all under alert thresholds"
+    report.checked.append(
+        f"{label}: health {'ok' if health and health['ok'] else 'FAILING'}; {detail}"
+    )
+    return ok
+
+
+async def watch_for_recurrence(rt: Runtime, inc: Incident, report: PhaseReport) -> bool:
+    """Sample health and metrics across the policy's recurrence window; False if it came back."""
+    window = compress(rt.policy.monitoring.recurrence_watch, rt.speed).total_seconds()
+    pause = max(0.0, window / WATCH_SAMPLES - VERIFY_WINDOW_S / rt.speed)
+    for i in range(WATCH_SAMPLES):
+        await asyncio.sleep(pause)
+        if await healthy(rt, report, f"watch {i + 1}/{WATCH_SAMPLES}") is False:
+            return False
+    return True
+
+
+@flow(name="mitigate", flow_run_name="INC-{incident_id} mitigate")
+async def mitigate(incident_id: int, options: Options | None = None) -> PhaseReport:
+    """Mitigate & Stabilize: run the diagnosis's playbook, verify, watch for recurrence, update people.
+
+    Args:
+        incident_id: the ledger's incident id (its diagnosis picks the playbook).
+        options: dry run, time compression, policy, ledger and block names.
+
+    Returns:
+        The phase report; ``data["mitigated"]`` and ``data["verified"]`` say how it ended. A verified
+        mitigation moves the incident to monitoring and, when no recurrence is seen, to resolved.
+    """
+    options = options or Options()
+    rt = await build_runtime(options)
+    inc = await rt.incident(incident_id)
+    deadline = rt.deadline(Phase.MITIGATE, inc)
+    report = PhaseReport(
+        incident_id=incident_id, phase=Phase.MITIGATE, started_at=rt.now(), deadline=deadline
+    )
+    scenario = inc.scenario
+    playbook = PLAYBOOKS.get(scenario or "")
+    mitigated = verified = False
+    if playbook is None:
+        steps = "; ".join(checklist(scenario))
+        reason = (
+            f"no automated playbook for {scenario or 'an undiagnosed incident'}; by hand: {steps}"
+        )
+        report.found.append(reason)
+        await send_escalation(
+            rt, inc, escalate(rt.policy, inc, "needs_human", reason), Phase.MITIGATE
+        )
+    else:
+        report.checked.append(f"playbook: {scenario} ({AUTOMATED[scenario]})")
+        mitigated = await playbook(rt, inc, report)
+    if mitigated:
+        verified = bool(await healthy(rt, report, "verify"))
+        if verified:
+            inc = await asyncio.to_thread(
+                rt.ledger.transition,
+                incident_id,
+                IncidentStatus.MONITORING,
+                reason="mitigation verified",
+            )
+            if await watch_for_recurrence(rt, inc, report):
+                await asyncio.to_thread(
+                    rt.ledger.transition,
+                    incident_id,
+                    IncidentStatus.RESOLVED,
+                    reason="no recurrence during the watch window",
+                )
+                report.done.append("resolved: no recurrence during the watch window")
+            else:
+                verified = False
+                await asyncio.to_thread(
+                    rt.ledger.transition,
+                    incident_id,
+                    IncidentStatus.MITIGATING,
+                    reason="the problem came back while we watched",
+                )
+                await send_escalation(
+                    rt,
+                    inc,
+                    escalate(rt.policy, inc, "recurrence", "the problem recurred after mitigation"),
+                    Phase.MITIGATE,
+                )
+        else:
+            await send_escalation(
+                rt,
+                inc,
+                escalate(rt.policy, inc, "verify_failed", "mitigation applied but not verified"),
+                Phase.MITIGATE,
+            )
+    await update_stakeholders(rt, inc, report, mitigated, verified)
+    report.data.update(mitigated=mitigated, verified=verified, scenario=scenario)
+    report.ended_at = rt.now()
+    await note_skips(rt, report)
+    await publish(report)
+    return report
+
+
+async def update_stakeholders(
+    rt: Runtime, inc: Incident, report: PhaseReport, mitigated: bool, verified: bool
+) -> None:
+    slack = rt.systems.get("slack")
+    if slack is None:
+        return
+    if verified:
+        text = f":large_green_circle: INC-{inc.id} mitigated and verified: " + "; ".join(
+            report.done
+        )
+    elif mitigated:
+        text = f":warning: INC-{inc.id} mitigation applied but not verified; a person is needed."
+    else:
+        text = f":warning: INC-{inc.id} not mitigated automatically: " + "; ".join(
+            report.found[-1:]
+        )
+    result: dict[str, Any] | None = await attempt(
+        rt,
+        report,
+        "stakeholder update",
+        post_slack_message(ctx_for(rt, inc.id), slack, "mitigate-update", text),
+    )
+    if result:
+        report.done.append("stakeholders updated in Slack")

@@ -1,0 +1,215 @@
+"""What every phase flow works with: the ledger, the policy, the clock, and the configured systems.
+
+Flow parameters name blocks (never credentials); ``load_systems`` loads the ones that exist. A system
+whose block is missing is None, and the phase that needs it records a timeline note saying which block to
+create instead of crashing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from prefect.blocks.core import Block
+from prefect.exceptions import MissingContextError, ObjectNotFound
+from prefect.logging import get_run_logger
+from pydantic import BaseModel, Field
+
+from blocks import (
+    AppEndpoint,
+    GitHubRepository,
+    JiraProject,
+    PagerDuty,
+    PostgresTarget,
+    Slack,
+    Statuspage,
+    SupabaseProject,
+    Teams,
+    VercelProject,
+)
+from runbook.clock import Clock, ScaledClock, SystemClock, utcnow
+from runbook.ledger import Ledger, open_ledger
+from runbook.models import Incident, Phase
+from runbook.policy import Policy, load_policy
+
+
+class Systems(BaseModel):
+    """Names of the blocks that configure each system (create them in the Prefect UI or with code).
+
+    Leave a name empty to leave that system out on purpose.
+    """
+
+    vercel: str = Field(
+        "production", description="VercelProject block name (deploys and rollbacks)."
+    )
+    supabase: str = Field(
+        "production", description="SupabaseProject block name (functions, auth, logs)."
+    )
+    app: str = Field("production", description="AppEndpoint block name (health check and metrics).")
+    postgres: str = Field("production", description="PostgresTarget block name (database checks).")
+    slack: str = Field("incidents", description="Slack block name (incident channel, war rooms).")
+    teams: str = Field("", description="Teams block name (optional second chat channel).")
+    pagerduty: str = Field("oncall", description="PagerDuty block name (paging for P0/P1).")
+    statuspage: str = Field("public", description="Statuspage block name (customer-facing status).")
+    github: str = Field(
+        "incidents", description="GitHubRepository block name (tickets and recent commits)."
+    )
+    jira: str = Field("", description="JiraProject block name (tickets, instead of GitHub).")
+
+
+BLOCK_TYPES: dict[str, type[Block]] = {
+    "vercel": VercelProject,
+    "supabase": SupabaseProject,
+    "app": AppEndpoint,
+    "postgres": PostgresTarget,
+    "slack": Slack,
+    "teams": Teams,
+    "pagerduty": PagerDuty,
+    "statuspage": Statuspage,
+    "github": GitHubRepository,
+    "jira": JiraProject,
+}
+
+
+@dataclass
+class Loaded:
+    """The systems whose blocks exist; ``missing`` says what to create for the others."""
+
+    blocks: dict[str, Block] = field(default_factory=dict)
+    missing: dict[str, str] = field(default_factory=dict)
+
+    def get(self, name: str) -> Any:
+        return self.blocks.get(name)
+
+    def hint(self, name: str) -> str:
+        """A sentence saying how to configure ``name``."""
+        return self.missing.get(name) or f"{name} is not configured"
+
+    @property
+    def tickets(self) -> GitHubRepository | JiraProject | None:
+        return self.blocks.get("jira") or self.blocks.get("github")  # type: ignore[return-value]
+
+
+async def load_systems(names: Systems) -> Loaded:
+    """Load every named block concurrently; missing ones are noted, not fatal."""
+    loaded = Loaded()
+
+    async def one(key: str, block_name: str) -> None:
+        cls = BLOCK_TYPES[key]
+        if not block_name:
+            loaded.missing[key] = f"{key} is switched off (empty block name)"
+            return
+        try:
+            loaded.blocks[key] = await cls.aload(block_name)
+        except (ValueError, ObjectNotFound):
+            loaded.missing[key] = (
+                f"no {cls.__name__} block named {block_name!r}: create one "
+                f"(type {cls.get_block_type_slug()}) or set systems.{key}"
+            )
+
+    await asyncio.gather(*(one(k, v) for k, v in names.model_dump().items()))
+    return loaded
+
+
+@functools.cache
+def _ledger(url: str | None) -> Ledger:
+    return open_ledger(url)
+
+
+def get_ledger(url: str | None = None) -> Ledger:
+    """One ledger per process and URL (its engine pools connections)."""
+    return _ledger(url)
+
+
+def compress(delta: timedelta, speed: float) -> timedelta:
+    """A policy duration in real time when the drill runs ``speed`` times faster."""
+    return delta / speed
+
+
+@dataclass
+class Runtime:
+    """Everything a phase needs, built once per flow run."""
+
+    ledger: Ledger
+    policy: Policy
+    systems: Loaded
+    clock: Clock
+    speed: float = 1.0
+    dry_run: bool = False
+    ledger_url: str | None = None
+
+    async def note(
+        self,
+        incident_id: int,
+        kind: str,
+        message: str,
+        *,
+        phase: Phase | None = None,
+        data: dict[str, Any] | None = None,
+        actor: str = "runbook",
+    ) -> None:
+        """Add a timeline event and log it (readable without the ledger)."""
+        await asyncio.to_thread(
+            self.ledger.add_event, incident_id, kind, message, phase=phase, actor=actor, data=data
+        )
+        with contextlib.suppress(MissingContextError):  # outside a run there is no run logger
+            get_run_logger().info("INC-%s %s: %s", incident_id, kind, message)
+
+    async def incident(self, incident_id: int) -> Incident:
+        return await asyncio.to_thread(self.ledger.get_incident, incident_id)
+
+    def now(self) -> datetime:
+        return utcnow()
+
+    def deadline(self, phase: Phase, incident: Incident) -> datetime | None:
+        """The phase's deadline in real time: the policy's, compressed by the run's speed."""
+        due = self.policy.deadline(phase, incident.severity, incident.detected_at)
+        return (
+            None
+            if due is None
+            else incident.detected_at + compress(due - incident.detected_at, self.speed)
+        )
+
+    def deadlines(self, incident: Incident) -> dict[str, datetime]:
+        out = {}
+        for phase in Phase:
+            due = self.deadline(phase, incident)
+            if due is not None:
+                out[phase.value] = due
+        return out
+
+
+class Options(BaseModel):
+    """Run options shared by every phase flow."""
+
+    dry_run: bool = Field(False, description="Plan every action and record it, but change nothing.")
+    speed: float = Field(
+        1.0,
+        gt=0,
+        le=10000,
+        description="Run the SLA clocks and waits this many times faster (drills).",
+    )
+    policy_path: str | None = Field(
+        None, description="A policy file over the defaults (else RUNBOOK_POLICY)."
+    )
+    ledger_url: str | None = Field(
+        None, description="Ledger URL (else RUNBOOK_LEDGER_URL or SQLite)."
+    )
+    systems: Systems = Field(
+        default_factory=Systems, description="Which blocks configure each system."
+    )
+
+
+async def build_runtime(options: Options) -> Runtime:
+    """Open the ledger, read the policy, load the blocks."""
+    ledger = await asyncio.to_thread(get_ledger, options.ledger_url)
+    policy = load_policy(options.policy_path)
+    systems = await load_systems(options.systems)
+    clock: Clock = SystemClock() if options.speed == 1 else ScaledClock(options.speed)
+    return Runtime(
+        ledger, policy, systems, clock, options.speed, options.dry_run, options.ledger_url
+    )
