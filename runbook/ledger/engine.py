@@ -25,7 +25,7 @@ from sqlalchemy.engine import URL, Engine
 from sqlalchemy.pool import StaticPool
 
 from runbook.errors import LedgerPermanentError, LedgerUnavailableError
-from runbook.ledger.url import ENV_URL, describe_url, is_sqlite, location
+from runbook.ledger.url import ENV_URL, is_sqlite, location
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 BUSY_TIMEOUT_S = 30
@@ -256,8 +256,3 @@ def migrate(engine: Engine) -> bool:
             return True
     except exc.SQLAlchemyError as error:
         raise translate(engine.url, error) from error
-
-
-def describe(engine: Engine) -> str:
-    """The engine's URL with the password masked."""
-    return describe_url(engine.url)
