@@ -18,15 +18,19 @@ from prefect.tasks import exponential_backoff
 from runbook.errors import TransientError
 
 
+def failure_of(state: State[Any]) -> BaseException | None:
+    """The exception a Failed state carries (the engine builds it as ``Failed(data=exc)``)."""
+    data = state.data
+    if isinstance(data, BaseException):
+        return data
+    inner = getattr(data, "result", None)  # a persisted ResultRecord wraps it
+    return inner if isinstance(inner, BaseException) else None
+
+
 def retry_if_transient(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:
-    """Prefect retry condition: retry only TransientError (timeouts, 429/420, 5xx, connection)."""
-    try:
-        state.result()
-    except TransientError:
-        return True
-    except Exception:  # noqa: BLE001 - everything else is permanent: do not retry
-        return False
-    return True
+    """Prefect retry condition: retry only TransientError (timeouts, 429/420, 5xx, connection);
+    permanent errors and programming errors end the task at once."""
+    return isinstance(failure_of(state), TransientError)
 
 
 VENDOR_TASK: dict[str, Any] = {

@@ -70,7 +70,7 @@ async def recent_commits(repo: GitHubRepository, limit: int = 10) -> list[dict[s
         {
             "sha": c.short_sha,
             "message": c.message.splitlines()[0][:120],
-            "date": c.date.isoformat() if c.date else None,
+            "date": str(c.date) if c.date else None,
         }
         for c in commits
     ]
