@@ -101,10 +101,22 @@ async def run_phase(
                 rt.ledger.mark_deadline, incident_id, phase.value, escalated_at=rt.now()
             )
     report = await running
-    if due is not None and report.ended_at and report.ended_at <= due:
-        await asyncio.to_thread(
-            rt.ledger.mark_deadline, incident_id, phase.value, met_at=report.ended_at
-        )
+    # the deadline may have moved while the phase ran (a severity that rose re-computes them)
+    deadlines = await asyncio.to_thread(rt.ledger.deadlines, incident_id)
+    current = next((d for d in deadlines if d.phase == phase.value), None)
+    if current is not None and report.ended_at is not None:
+        if report.ended_at <= current.due_at:
+            await asyncio.to_thread(
+                rt.ledger.mark_deadline, incident_id, phase.value, met_at=report.ended_at
+            )
+        elif current.escalated_at is None:
+            inc = await rt.incident(incident_id)
+            reason = breach_reason(phase, current.due_at, report.ended_at)
+            await send_escalation(rt, inc, escalate(rt.policy, inc, "sla_breach", reason), phase)
+            await asyncio.to_thread(
+                rt.ledger.mark_deadline, incident_id, phase.value, escalated_at=rt.now()
+            )
+        report.deadline = current.due_at
     return report
 
 
@@ -193,7 +205,9 @@ async def incident_response(
     reports.append(await run_phase(rt, incident_id, Phase.RCA, lambda: rca(incident_id, options)))
 
     inc = await rt.incident(incident_id)
-    overrun = check_overrun(rt.policy, inc, inc.detected_at + (rt.now() - inc.detected_at) * rt.speed)
+    overrun = check_overrun(
+        rt.policy, inc, inc.detected_at + (rt.now() - inc.detected_at) * rt.speed
+    )
     if overrun is not None:
         await send_escalation(rt, inc, overrun, None)
     outcome = "resolved" if inc.resolved_at else "still open, escalated to a person"

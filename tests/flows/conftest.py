@@ -56,16 +56,27 @@ def save_blocks(base: str, pg_dsn: str | None) -> None:
             "production", overwrite=True
         )
         await SupabaseProject(
-            project_ref=PROJECT_REF, management_token=token, anon_key=token,
-            api_base_url=f"{base}/supabase", data_url=f"{base}/supabase-data",
+            project_ref=PROJECT_REF,
+            management_token=token,
+            anon_key=token,
+            api_base_url=f"{base}/supabase",
+            data_url=f"{base}/supabase-data",
         ).save("production", overwrite=True)
-        await AppEndpoint(health_url=f"{base}/app/api/health", metrics_url=f"{base}/app/metrics").save(
-            "production", overwrite=True
+        await AppEndpoint(
+            health_url=f"{base}/app/api/health", metrics_url=f"{base}/app/metrics"
+        ).save("production", overwrite=True)
+        await Slack(bot_token=token, channel="#incidents", base_url=f"{base}/slack").save(
+            "incidents", overwrite=True
         )
-        await Slack(bot_token=token, channel="#incidents", base_url=f"{base}/slack").save("incidents", overwrite=True)
-        await PagerDuty(routing_key=token, base_url=f"{base}/pagerduty").save("oncall", overwrite=True)
-        await Statuspage(api_key=token, page_id="sbxpage", component_map=components,
-                         base_url=f"{base}/statuspage").save("public", overwrite=True)
+        await PagerDuty(routing_key=token, base_url=f"{base}/pagerduty").save(
+            "oncall", overwrite=True
+        )
+        await Statuspage(
+            api_key=token,
+            page_id="sbxpage",
+            component_map=components,
+            base_url=f"{base}/statuspage",
+        ).save("public", overwrite=True)
         await GitHubRepository(token=token, repo="acme/web", base_url=f"{base}/github").save(
             "incidents", overwrite=True
         )
@@ -96,7 +107,9 @@ def options(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Options:
     policy = tmp_path / "policy.toml"
     policy.write_text(TEST_POLICY)
     monkeypatch.setenv("RUNBOOK_HOME", str(tmp_path / "home"))
-    return Options(speed=SPEED, policy_path=str(policy), ledger_url=f"sqlite:///{tmp_path / 'ledger.db'}")
+    return Options(
+        speed=SPEED, policy_path=str(policy), ledger_url=f"sqlite:///{tmp_path / 'ledger.db'}"
+    )
 
 
 def sandbox_requests(server: RunningServer, vendor: str, path: str | None = None) -> list[dict]:

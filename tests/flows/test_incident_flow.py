@@ -19,18 +19,30 @@ from tests.flows.conftest import sandbox_requests
 pytestmark = pytest.mark.timeout(180)
 
 
-def open_incident(options: Options, summary: str = "High error rate on web") -> int:
+def open_incident(
+    options: Options, summary: str = "High error rate on web", severity: Severity = Severity.P2
+) -> int:
     ledger = get_ledger(options.ledger_url)
     out = ledger.record_alert(
-        Alert(source="alertmanager", delivery_id="d-1", dedup_key="HighErrorRate:web", summary=summary,
-              labels={"alertname": "HighErrorRate", "service": "web"}, service="web"),
-        title=summary, severity=Severity.P2, service="web",
+        Alert(
+            source="alertmanager",
+            delivery_id="d-1",
+            dedup_key="HighErrorRate:web",
+            summary=summary,
+            labels={"alertname": "HighErrorRate", "service": "web"},
+            service="web",
+        ),
+        title=summary,
+        severity=severity,
+        service="web",
     )
     assert out.opened and out.incident_id is not None
     return out.incident_id
 
 
-def test_bad_deploy_is_detected_diagnosed_rolled_back_and_resolved(world, options, flow_env) -> None:
+def test_bad_deploy_is_detected_diagnosed_rolled_back_and_resolved(
+    world, options, flow_env
+) -> None:
     """A bad deploy: ticket, page and message once each, diagnosis names it, one verified rollback,
     status page resolved, incident resolved."""
     good = sb_vercel.current_production(world)
@@ -55,7 +67,11 @@ def test_bad_deploy_is_detected_diagnosed_rolled_back_and_resolved(world, option
     # one ticket, one page (P1/P0 only: a P2 error-rate incident is not paged), one detection message
     issues = [r for r in sandbox_requests(flow_env, "github", r"/issues$") if r["method"] == "POST"]
     assert len(issues) == 1
-    detected = [m for m in sb_slack.messages(world, "#incidents") if "INC-" in m["text"] and ":red_circle:" in m["text"]]
+    detected = [
+        m
+        for m in sb_slack.messages(world, "#incidents")
+        if "INC-" in m["text"] and ":red_circle:" in m["text"]
+    ]
     assert len(detected) == 1
     actions = {a.kind: a for a in ledger.actions_for(incident_id)}
     assert actions["rollback_deployment"].status is ActionStatus.APPLIED
@@ -65,3 +81,128 @@ def test_bad_deploy_is_detected_diagnosed_rolled_back_and_resolved(world, option
     assert summary["rca_path"] and open(summary["rca_path"]).read().startswith("## Incident:")
     if inc.severity in (Severity.P0, Severity.P1):
         assert len(sb_pagerduty.alerts(world)) == 1
+
+
+VENDORS = ("vercel", "supabase", "supabase-data", "slack", "pagerduty", "statuspage", "github")
+
+
+def test_transient_vendor_failures_still_resolve_with_one_of_each_effect(
+    world, options, flow_env
+) -> None:
+    """With 30 % of vendor calls failing transiently (5xx, 429), the incident still resolves, and
+    every side effect happened exactly once."""
+    from runbook.sandbox.core import FaultRule
+
+    for vendor in VENDORS:
+        world.add_fault(FaultRule(vendor=vendor, kind="error", rate=0.15, status=503))
+        world.add_fault(
+            FaultRule(vendor=vendor, kind="rate_limit", rate=0.15 / 0.85, retry_after=0.05)
+        )
+    apply_scenario(world, "bad-deploy")
+    incident_id = open_incident(options)
+
+    summary = asyncio.run(incident_response(incident_id=incident_id, options=options))
+
+    assert summary["resolved"] is True
+    faulted = [r for v in VENDORS for r in sandbox_requests(flow_env, v) if r["fault"]]
+    assert len(faulted) >= 5, "the faults did fire"
+    served = lambda vendor, path, method="POST": [  # noqa: E731
+        r
+        for r in sandbox_requests(flow_env, vendor, path)
+        if r["method"] == method and not r["fault"]
+    ]
+    assert len(served("vercel", r"/rollback/")) == 1
+    assert len(served("github", r"/issues$")) == 1
+    assert len(served("statuspage", r"/incidents$")) <= 1
+    detected = [m for m in sb_slack.messages(world, "#incidents") if ":red_circle:" in m["text"]]
+    assert len(detected) == 1
+
+
+def test_sla_breach_escalates_on_time_while_the_phase_keeps_running(
+    world, options, flow_env
+) -> None:
+    """A detect phase held past its deadline by a slow health endpoint is escalated before it ends,
+    and it still finishes."""
+    from runbook.sandbox.core import FaultRule
+
+    world.add_fault(FaultRule(vendor="app", kind="latency", path=r"^/api/health", latency_s=4.0))
+    apply_scenario(world, "bad-deploy")
+    incident_id = open_incident(options, severity=Severity.P1)  # detect's deadline: 5 min/100 = 3 s
+    summary = asyncio.run(incident_response(incident_id=incident_id, options=options))
+
+    ledger = get_ledger(options.ledger_url)
+    events = ledger.timeline(incident_id)
+    escalation = next(
+        e for e in events if e.kind == "escalation" and e.phase and e.phase.value == "detect"
+    )
+    detect_done = next(d for d in ledger.deadlines(incident_id) if d.phase == "detect")
+    assert detect_done.escalated_at is not None and detect_done.met_at is None
+    assert escalation.at <= detect_done.due_at + __import__("datetime").timedelta(seconds=1.5)
+    detect_report = summary["phases"][0]
+    assert detect_report["phase"] == "detect" and detect_report["breached"] is True
+    assert "missed its deadline" in escalation.message
+    assert summary["resolved"] is True
+
+
+def test_unconfigured_block_is_skipped_with_a_note(world, options, flow_env) -> None:
+    """A phase whose block does not exist skips that step and says which block to create."""
+    options = options.model_copy(
+        update={"systems": options.systems.model_copy(update={"statuspage": "nope"})}
+    )
+    apply_scenario(world, "bad-deploy")
+    incident_id = open_incident(options)
+    ledger = get_ledger(options.ledger_url)
+    ledger.update_incident(incident_id, severity=Severity.P1)
+    asyncio.run(incident_response(incident_id=incident_id, options=options))
+    notes = [e.message for e in ledger.timeline(incident_id) if e.kind == "skipped"]
+    assert any("no Statuspage block named 'nope'" in n for n in notes)
+
+
+def test_vendor_4xx_fails_the_step_and_escalates(world, options, flow_env) -> None:
+    """A ticket tracker answering 4xx fails that step with the vendor's message and escalates."""
+    from runbook.sandbox.core import FaultRule
+
+    world.add_fault(FaultRule(vendor="github", kind="error", path=r"/issues", status=422))
+    apply_scenario(world, "bad-deploy")
+    incident_id = open_incident(options)
+    asyncio.run(incident_response(incident_id=incident_id, options=options))
+    ledger = get_ledger(options.ledger_url)
+    events = ledger.timeline(incident_id)
+    failed = [e for e in events if e.kind == "step_failed" and "ticket" in e.message]
+    assert failed and "422" in failed[0].message
+    assert any(e.kind == "escalation" and "ticket failed" in e.message for e in events)
+
+
+def test_declaration_rejects_missing_title_and_unknown_severity() -> None:
+    """The UI's run form refuses a declaration without a title or with an unknown severity."""
+    from pydantic import ValidationError
+
+    from flows.incident import Declaration
+
+    with pytest.raises(ValidationError, match="title"):
+        Declaration(title="", service="web", severity="P1")
+    with pytest.raises(ValidationError, match="severity"):
+        Declaration(title="Checkout down", service="web", severity="P7")
+
+
+def test_declared_incident_runs_and_is_named(world, options, flow_env) -> None:
+    """A declaration opens an incident in the ledger and the run carries its INC- name."""
+    from flows.incident import Declaration
+
+    decl = Declaration(
+        title="Checkout errors", service="web", severity="P2", suspected_scenario="bad-deploy"
+    )
+    apply_scenario(world, "bad-deploy")
+    state = asyncio.run(incident_response(declaration=decl, options=options, return_state=True))
+    summary = state.result()
+    ledger = get_ledger(options.ledger_url)
+    inc = ledger.get_incident(summary["incident_id"])
+    assert inc.title == "Checkout errors" and inc.resolved_at is not None
+
+    from prefect.client.orchestration import get_client
+
+    async def name() -> str:
+        async with get_client() as client:
+            return (await client.read_flow_run(state.state_details.flow_run_id)).name
+
+    assert asyncio.run(name()) == f"INC-{inc.id} response"
