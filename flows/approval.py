@@ -22,7 +22,9 @@ async def ask_approval(key: str, wait: timedelta) -> Approval | None:
     """Pause this flow run until someone answers the form, or the timeout passes (then None)."""
     try:
         answer: Approval = await pause_flow_run(  # type: ignore[misc]
-            wait_for_input=Approval, timeout=max(1, int(wait.total_seconds())), key=key
+            wait_for_input=Approval,  # type: ignore[arg-type]
+            timeout=max(1, int(wait.total_seconds())),
+            key=key,
         )
     except FlowPauseTimeout:
         return None

@@ -68,11 +68,11 @@ async def confirm(
         unhealthy_services=(results.get("services") or {}).get("unhealthy", []),
     )
     for name in ("app", "rest", "auth", "services"):
-        if results.get(name) is not None:
-            report.checked.append(
-                f"{name}: {'ok' if results[name]['ok'] else 'FAILING'} {results[name]}"
-            )
-    findings = evaluate(rt.policy, results["metrics"]) if results.get("metrics") else []
+        found = results.get(name)
+        if found is not None:
+            report.checked.append(f"{name}: {'ok' if found['ok'] else 'FAILING'} {found}")
+    readings = results.get("metrics")
+    findings = evaluate(rt.policy, readings) if readings is not None else []
     for f in findings:
         report.checked.append(f"{f.metric} = {f.value:.3g} ({f.level})")
     return health, findings

@@ -121,14 +121,14 @@ async def healthy(rt: Runtime, report: PhaseReport, label: str) -> bool | None:
     if app is None:
         skip(rt, report, "app", f"{label} (health and metrics)")
         return None
-    steps = [check_app_health(app)]
-    if app.metrics_url:
-        steps.append(measure_metrics(app, max(0.3, VERIFY_WINDOW_S / rt.speed)))
-    results = await asyncio.gather(
-        *(attempt(rt, report, label, s, escalate_on_4xx=False) for s in steps)
+    window = max(0.3, VERIFY_WINDOW_S / rt.speed)
+    health, readings = await asyncio.gather(
+        attempt(rt, report, label, check_app_health(app), escalate_on_4xx=False),
+        attempt(rt, report, label, measure_metrics(app, window), escalate_on_4xx=False)
+        if app.metrics_url
+        else asyncio.sleep(0, result=None),
     )
-    health = results[0]
-    bad = breached(evaluate(rt.policy, results[1])) if len(results) > 1 and results[1] else []
+    bad = breached(evaluate(rt.policy, readings)) if readings is not None else []
     ok = bool(health and health["ok"]) and not bad
     detail = ", ".join(f"{b.metric} {b.value:.3g}" for b in bad) or "all under alert thresholds"
     report.checked.append(
@@ -180,7 +180,7 @@ async def mitigate(incident_id: int, options: Options | None = None) -> PhaseRep
             rt, inc, escalate(rt.policy, inc, "needs_human", reason), Phase.MITIGATE
         )
     else:
-        report.checked.append(f"playbook: {scenario} ({AUTOMATED[scenario]})")
+        report.checked.append(f"playbook: {scenario} ({AUTOMATED.get(scenario or '', '')})")
         mitigated = await playbook(rt, inc, report)
     if mitigated:
         verified = bool(await healthy(rt, report, "verify"))

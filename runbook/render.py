@@ -152,8 +152,8 @@ def incident_detail(
         ac = Table(title="Actions", title_justify="left")
         for col in ("kind", "target", "status", "key"):
             ac.add_column(col)
-        for a in action_list:
-            ac.add_row(a.kind, a.target, a.status.value, a.idempotency_key)
+        for act in action_list:
+            ac.add_row(act.kind, act.target, act.status.value, act.idempotency_key)
         parts.append(ac)
     item_list = list(items)
     if item_list:

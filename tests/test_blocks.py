@@ -8,7 +8,6 @@ import re
 import pytest
 from prefect.blocks.core import Block
 from prefect.testing.standard_test_suites import BlockStandardTestSuite
-from pydantic import SecretStr
 
 import blocks
 
@@ -58,7 +57,9 @@ def test_credentials_are_secret(block_cls) -> None:
     pattern = re.compile(r"token|key|secret|password|dsn|webhook")
     for name, field in block_cls.model_fields.items():
         if pattern.search(name) and not name.endswith(("_map", "_kind", "project_key")):
-            assert "SecretStr" in str(field.annotation), f"{block_cls.__name__}.{name} is not secret"
+            assert "SecretStr" in str(field.annotation), (
+                f"{block_cls.__name__}.{name} is not secret"
+            )
 
 
 @pytest.mark.parametrize("block_cls", ALL_BLOCKS, ids=lambda b: b.__name__)

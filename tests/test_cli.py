@@ -75,11 +75,15 @@ def test_incidents_and_show(ledger_url) -> None:
     key = f"INC-{out.incident_id}"
     listed = runner.invoke(app, ["incidents", "--ledger", ledger_url])
     assert listed.exit_code == 0 and key in listed.output
-    as_json = json.loads(runner.invoke(app, ["incidents", "--open", "--json", "--ledger", ledger_url]).stdout)
+    as_json = json.loads(
+        runner.invoke(app, ["incidents", "--open", "--json", "--ledger", ledger_url]).stdout
+    )
     assert [row["key"] for row in as_json] == [key]
     shown = runner.invoke(app, ["incident", "show", key, "--ledger", ledger_url])
     assert shown.exit_code == 0 and "Database slow" in shown.output
-    detail = json.loads(runner.invoke(app, ["incident", "show", key, "--json", "--ledger", ledger_url]).stdout)
+    detail = json.loads(
+        runner.invoke(app, ["incident", "show", key, "--json", "--ledger", ledger_url]).stdout
+    )
     assert detail["incident"]["severity"] == "P1"
     assert detail["alerts"][0]["summary"] == "db slow"
 

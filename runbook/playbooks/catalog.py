@@ -44,5 +44,11 @@ CHECKLISTS: dict[str, list[str]] = {
 
 def checklist(scenario: str | None) -> list[str]:
     """The human checklist for a scenario (the generic mitigation steps when it is unknown)."""
-    return CHECKLISTS.get(scenario or "", ["Apply immediate fix: rollback, restart, or patch",
-                                           "Verify mitigation", "Monitor for recurrence"])
+    return CHECKLISTS.get(
+        scenario or "",
+        [
+            "Apply immediate fix: rollback, restart, or patch",
+            "Verify mitigation",
+            "Monitor for recurrence",
+        ],
+    )
