@@ -176,6 +176,19 @@ async def incident_response(
         incident_id = inc.id
         await _rename(f"INC-{incident_id} response")
     inc = await rt.incident(incident_id)
+    if not inc.is_open:
+        # a duplicate launch, or a re-run after the end: nothing to do, and nothing is done twice
+        await rt.note(
+            incident_id, "response_skipped", f"{inc.key} is {inc.status.value}; nothing to do"
+        )
+        return {
+            "incident_id": incident_id,
+            "status": inc.status.value,
+            "resolved": inc.resolved_at is not None,
+            "escalation_level": inc.escalation_level,
+            "phases": [],
+            "rca_path": None,
+        }
     await asyncio.to_thread(rt.ledger.set_deadlines, incident_id, rt.deadlines(inc))
     await rt.note(
         incident_id, "response_started", f"runbook started for {inc.key} ({inc.severity.value})"

@@ -206,3 +206,45 @@ def test_declared_incident_runs_and_is_named(world, options, flow_env) -> None:
             return (await client.read_flow_run(state.state_details.flow_run_id)).name
 
     assert asyncio.run(name()) == f"INC-{inc.id} response"
+
+
+def test_rerun_never_repeats_a_side_effect(world, options, flow_env) -> None:
+    """Running detect twice sends one ticket, one page and one message; re-launching a finished
+    incident does nothing at all."""
+    from flows.detect import detect
+
+    apply_scenario(world, "bad-deploy")
+    incident_id = open_incident(options, severity=Severity.P1)
+    asyncio.run(detect(incident_id, options))
+    asyncio.run(detect(incident_id, options))
+    issues = [r for r in sandbox_requests(flow_env, "github", r"/issues$") if r["method"] == "POST"]
+    pages = [r for r in sandbox_requests(flow_env, "pagerduty", r"/enqueue") if not r["fault"]]
+    posts = [m for m in sb_slack.messages(world, "#incidents") if ":red_circle:" in m["text"]]
+    assert (len(issues), len(pages), len(posts)) == (1, 1, 1)
+
+    asyncio.run(incident_response(incident_id=incident_id, options=options))
+    seen = len(sandbox_requests(flow_env, "vercel"))
+    again = asyncio.run(incident_response(incident_id=incident_id, options=options))
+    assert again["phases"] == [] and again["resolved"] is True
+    assert len(sandbox_requests(flow_env, "vercel")) == seen
+
+
+def test_phases_leave_artifacts(world, options, flow_env) -> None:
+    """Each phase publishes a markdown artifact keyed by incident and phase."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    apply_scenario(world, "bad-deploy")
+    incident_id = open_incident(options)
+    asyncio.run(incident_response(incident_id=incident_id, options=options))
+
+    async def keys() -> set[str]:
+        async with get_client() as client:
+            arts = await client.read_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(like_=f"inc-{incident_id}-"))
+            )
+            return {a.key for a in arts}
+
+    found = asyncio.run(keys())
+    for phase in ("detect", "triage", "mitigate", "communicate", "rca"):
+        assert f"inc-{incident_id}-{phase}" in found
