@@ -44,7 +44,8 @@ async def allowed(rt: Runtime, inc: Incident, action: str, plan: str, report: Ph
         inc.id, "approval_requested", f"{action} needs approval: {plan}", phase=Phase.MITIGATE
     )
     answer = await ask_approval(
-        f"approve-{action}-{inc.id}", compress(rt.policy.approvals.timeout, rt.speed)
+        f"approve-{action.replace('_', '-')}-{inc.id}",
+        compress(rt.policy.approvals.timeout, rt.speed),
     )
     if answer is None:
         await send_escalation(
