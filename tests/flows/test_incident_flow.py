@@ -248,3 +248,26 @@ def test_phases_leave_artifacts(world, options, flow_env) -> None:
     found = asyncio.run(keys())
     for phase in ("detect", "triage", "mitigate", "communicate", "rca"):
         assert f"inc-{incident_id}-{phase}" in found
+
+
+def test_dry_run_changes_nothing(world, options, flow_env) -> None:
+    """A dry run reads everything but sends no write to any vendor, and records every plan as skipped."""
+    apply_scenario(world, "bad-deploy")
+    live = sb_vercel.current_production(world).uid
+    incident_id = open_incident(options, severity=Severity.P1)
+    dry = options.model_copy(update={"dry_run": True})
+    asyncio.run(incident_response(incident_id=incident_id, options=dry))
+
+    writes = [
+        r
+        for v in ("vercel", "github", "pagerduty", "slack", "statuspage", "teams", "supabase")
+        for r in sandbox_requests(flow_env, v)
+        if r["method"] in ("POST", "PATCH", "PUT", "DELETE")
+    ]
+    assert writes == []
+    assert sb_vercel.current_production(world).uid == live
+    actions = get_ledger(options.ledger_url).actions_for(incident_id)
+    assert actions and all(
+        a.status is ActionStatus.SKIPPED and a.idempotency_key.startswith("dry:") for a in actions
+    )
+    assert "rollback_deployment" in {a.kind for a in actions}
