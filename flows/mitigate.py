@@ -9,6 +9,7 @@ a person with the runbook's checklist.
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime, timedelta
 from typing import Any
 
 from prefect import flow
@@ -18,12 +19,15 @@ from flows.common import attempt, ctx_for, note_skips, send_escalation, skip
 from flows.report import PhaseReport, publish
 from flows.runtime import Options, Runtime, build_runtime, compress
 from runbook.models import Incident, IncidentStatus, Phase
+from runbook.playbooks.auth import HUMAN_CHECKLIST, inspect_key, rate_limited
 from runbook.playbooks.catalog import AUTOMATED, checklist
+from runbook.playbooks.diagnosis import RECENT_DEPLOY
 from runbook.sla import escalate
 from runbook.thresholds import breached, evaluate
 from tasks.health import check_app_health
 from tasks.metrics import measure_metrics
 from tasks.slack import post_slack_message
+from tasks.supabase import raise_auth_rate_limits
 from tasks.vercel import rollback_deployment, verify_production
 
 VERIFY_WINDOW_S = 30.0
@@ -85,8 +89,6 @@ async def bad_deploy(rt: Runtime, inc: Incident, report: PhaseReport) -> bool:
         return False
     before = inc.detected_at
     if findings.get("last_deploy_at"):
-        from datetime import datetime
-
         before = datetime.fromisoformat(findings["last_deploy_at"])
     reason = f"INC-{inc.id}: rollback from {bad_id} ({inc.title})"
     result = await attempt(
@@ -113,7 +115,82 @@ async def bad_deploy(rt: Runtime, inc: Incident, report: PhaseReport) -> bool:
     return ok
 
 
-PLAYBOOKS = {"bad-deploy": bad_deploy}
+async def high_error_rate(rt: Runtime, inc: Incident, report: PhaseReport) -> bool:
+    """Errors rising after a deploy: roll back. Otherwise hand over the error summary to a person."""
+    findings = (inc.diagnosis or {}).get("findings", {})
+    if findings.get("last_deploy_at"):
+        deployed = datetime.fromisoformat(findings["last_deploy_at"])
+        if timedelta(0) <= inc.detected_at - deployed <= RECENT_DEPLOY:
+            report.found.append(
+                f"the rise began after deployment {findings.get('last_deploy_id')}: rolling back"
+            )
+            return await bad_deploy(rt, inc, report)
+    types = findings.get("error_types") or {}
+    summary = (
+        ", ".join(f"{k} x{v}" for k, v in sorted(types.items(), key=lambda kv: -kv[1]))
+        or "no error types"
+    )
+    reason = f"error rate high without a recent deploy; errors: {summary}"
+    report.found.append(reason)
+    await send_escalation(rt, inc, escalate(rt.policy, inc, "needs_human", reason), Phase.MITIGATE)
+    return False
+
+
+async def auth_failure(rt: Runtime, inc: Incident, report: PhaseReport) -> bool:
+    """Check the keys, raise the auth rate limits when 429s dominate, and hand the rest to a person."""
+    supa = rt.systems.get("supabase")
+    if supa is None:
+        skip(rt, report, "supabase", "auth mitigation")
+        return False
+    now = rt.now()
+    keys = [inspect_key("anon key", supa.anon_key.get_secret_value(), now)]
+    if supa.service_role_key is not None:
+        keys.append(inspect_key("service role key", supa.service_role_key.get_secret_value(), now))
+    for k in keys:
+        state = (
+            "not a JWT"
+            if not k.is_jwt
+            else ("EXPIRED" if k.expired else f"valid until {k.expires_at}")
+        )
+        report.checked.append(f"{k.name}: {state}")
+    expired = [k.name for k in keys if k.expired]
+    findings = (inc.diagnosis or {}).get("findings", {})
+    summary = {
+        "rate_limited": findings.get("auth_rate_limited", 0),
+        "errors": findings.get("auth_errors", 0),
+    }
+    mitigated = False
+    if rate_limited(summary):
+        plan = "raise the auth rate limits x2 (429s dominate the auth errors)"
+        if await allowed(rt, inc, "raise_auth_rate_limits", plan, report):
+            result = await attempt(
+                rt,
+                report,
+                "raise auth rate limits",
+                raise_auth_rate_limits(ctx_for(rt, inc.id), supa),
+            )
+            if result is not None:
+                report.done.append(
+                    f"auth rate limits raised: {result['changes']} ({result['status']})"
+                )
+                mitigated = result["status"] == "applied"
+    if expired or not mitigated:
+        steps = "; ".join(HUMAN_CHECKLIST)
+        why = f"expired: {', '.join(expired)}; " if expired else ""
+        await send_escalation(
+            rt,
+            inc,
+            escalate(rt.policy, inc, "needs_human", f"auth failure: {why}by hand: {steps}"),
+            Phase.MITIGATE,
+        )
+    return mitigated and not expired
+
+
+PLAYBOOKS = {
+    "bad-deploy": bad_deploy,
+    "high-error-rate": high_error_rate,
+    "auth-failure": auth_failure,
+}
 
 
 async def healthy(rt: Runtime, report: PhaseReport, label: str) -> bool | None:

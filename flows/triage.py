@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from prefect import flow
@@ -21,6 +21,7 @@ from tasks.tickets import recent_commits
 from tasks.vercel import list_production_deployments
 
 METRICS_WINDOW_S = 30.0
+LOOKBACK_MIN = 2.0
 REQUESTS_PER_USER_PER_MIN = (
     6.0  # a typical signed-in session; turns failed requests into affected users
 )
@@ -44,7 +45,11 @@ def blast_radius(
 async def gather_evidence(rt: Runtime, inc: Incident, report: PhaseReport) -> dict[str, Any]:
     sys = rt.systems
     steps: dict[str, Any] = {}
-    window_min = max(15.0, (rt.now() - inc.detected_at).total_seconds() / 60 + 5)
+    # logs from when the trouble began (the earliest alert's start, else a little before detection)
+    alerts = await asyncio.to_thread(rt.ledger.alerts_for, inc.id)
+    starts = [a.started_at for a in alerts if a.started_at is not None]
+    began = min(starts) if starts else inc.detected_at - timedelta(minutes=LOOKBACK_MIN)
+    window_min = max(0.5, (rt.now() - began).total_seconds() / 60)
     if sys.get("app") is not None and sys.get("app").metrics_url:
         steps["metrics"] = measure_metrics(sys.get("app"), max(0.3, METRICS_WINDOW_S / rt.speed))
     else:

@@ -10,7 +10,9 @@ from prefect import task
 
 from blocks import SupabaseProject
 from runbook.clock import utcnow
+from runbook.playbooks.auth import raised_limits
 from tasks._retry import VENDOR_TASK
+from tasks.context import ActionContext
 
 FUNCTION_EDGE_SQL = (
     "select timestamp, event_message, response.status_code, m.function_id, m.execution_time_ms "
@@ -100,3 +102,31 @@ async def summarize_errors(project: SupabaseProject, window_min: float = 15) -> 
         if int(_field(r, "status_code") or 0) >= 500
     )
     return {"errors": sum(kinds.values()), "by_type": dict(kinds.most_common(10))}
+
+
+@task(name="raise-auth-rate-limits", **VENDOR_TASK)
+async def raise_auth_rate_limits(
+    ctx: ActionContext, project: SupabaseProject, factor: float = 2.0
+) -> dict[str, Any]:
+    """Raise the project's auth rate limits by ``factor``, once per incident (the runbook's
+    "Temporarily increase rate limits")."""
+    async with project.get_client() as client:
+        config = await client.get_auth_config(project.project_ref)
+        changes = raised_limits(config, factor)
+        before = {k: config.get(k) for k in changes}
+
+        async def apply() -> dict[str, Any]:
+            after = await client.update_auth_config(project.project_ref, changes)
+            return {"before": before, "after": {k: after.get(k) for k in changes}}
+
+        outcome = await ctx.act(
+            "raise_auth_rate_limits",
+            f"supabase:{project.project_ref}",
+            {"set": changes, "before": before},
+            apply,
+        )
+    return {
+        "status": outcome.status.value,
+        "already_done": outcome.already_done,
+        "changes": changes,
+    }

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 AUTOMATED = {
     "bad-deploy": "roll production back to the last good deployment",
+    "high-error-rate": "roll back when the rise followed a deploy; otherwise hand over the error summary",
+    "auth-failure": "check key expiry; raise the auth rate limits when 429s dominate",
 }
 
 CHECKLISTS: dict[str, list[str]] = {

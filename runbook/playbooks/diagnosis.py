@@ -110,7 +110,7 @@ def diagnose(
             Evidence(
                 signal="auth_429",
                 value=f.auth_rate_limited,
-                weight=0.3,
+                weight=0.5,
                 note=f"{f.auth_rate_limited} auth requests rate-limited (429)",
             )
         )
@@ -190,12 +190,12 @@ def diagnose(
             )
         )
 
-    hyps = [
-        _h("bad-deploy", bad_deploy),
-        _h("high-error-rate", high_errors),
-        _h("auth-failure", auth),
-        _h("db-degradation", db),
-        _h("edge-timeouts", edge),
-    ]
+    specific = [_h("auth-failure", auth), _h("db-degradation", db), _h("edge-timeouts", edge)]
+    residual = _h("high-error-rate", high_errors)
+    strongest = max(h.score for h in specific)
+    if strongest >= 0.5:
+        # errors are a symptom here: a specific cause with strong evidence explains them better
+        residual = residual.model_copy(update={"score": round(residual.score * 0.5, 3)})
+    hyps = [_h("bad-deploy", bad_deploy), residual, *specific]
     hyps.sort(key=lambda h: h.score, reverse=True)
     return Diagnosis(hypotheses=hyps)

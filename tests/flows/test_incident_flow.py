@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import timedelta
 
 import pytest
 
 from flows.incident import incident_response
 from flows.runtime import Options, get_ledger
+from runbook.clock import utcnow
 from runbook.models import ActionStatus, Alert, IncidentStatus, Severity
 from runbook.sandbox import pagerduty as sb_pagerduty
 from runbook.sandbox import slack as sb_slack
@@ -25,6 +27,7 @@ def open_incident(
     ledger = get_ledger(options.ledger_url)
     out = ledger.record_alert(
         Alert(
+            started_at=utcnow() - timedelta(seconds=1),
             source="alertmanager",
             delivery_id="d-1",
             dedup_key="HighErrorRate:web",
@@ -103,7 +106,10 @@ def test_transient_vendor_failures_still_resolve_with_one_of_each_effect(
 
     summary = asyncio.run(incident_response(incident_id=incident_id, options=options))
 
-    assert summary["resolved"] is True
+    timeline = [
+        f"{e.kind}: {e.message}" for e in get_ledger(options.ledger_url).timeline(incident_id)
+    ]
+    assert summary["resolved"] is True, "\n".join(timeline)
     faulted = [r for v in VENDORS for r in sandbox_requests(flow_env, v) if r["fault"]]
     assert len(faulted) >= 5, "the faults did fire"
     served = lambda vendor, path, method="POST": [  # noqa: E731
@@ -271,3 +277,39 @@ def test_dry_run_changes_nothing(world, options, flow_env) -> None:
         a.status is ActionStatus.SKIPPED and a.idempotency_key.startswith("dry:") for a in actions
     )
     assert "rollback_deployment" in {a.kind for a in actions}
+
+
+AUTO_AUTH_POLICY = """
+[monitoring]
+recurrence_watch = "1m"
+[actions.raise_auth_rate_limits]
+P0 = "auto"
+P1 = "auto"
+"""
+
+
+def test_auth_rate_limiting_is_diagnosed_and_limits_raised(
+    world, options, flow_env, tmp_path
+) -> None:
+    """Auth answering 429s is diagnosed as an auth failure; the limits are raised once and the app
+    recovers; the keys are checked and a person still gets the checklist for what cannot be automated."""
+    from runbook.sandbox import supabase as sb_supabase
+
+    policy = tmp_path / "auth.toml"
+    policy.write_text(AUTO_AUTH_POLICY)
+    opts = options.model_copy(update={"policy_path": str(policy)})
+    apply_scenario(world, "auth-failure")
+    assert sb_supabase.auth_is_degraded(world)
+    incident_id = open_incident(opts, summary="Users cannot log in", severity=Severity.P1)
+    summary = asyncio.run(incident_response(incident_id=incident_id, options=opts))
+
+    ledger = get_ledger(opts.ledger_url)
+    inc = ledger.get_incident(incident_id)
+    assert inc.scenario == "auth-failure"
+    patches = [
+        r for r in sandbox_requests(flow_env, "supabase", r"/config/auth") if r["method"] == "PATCH"
+    ]
+    assert len(patches) == 1
+    assert not sb_supabase.auth_is_degraded(world)
+    assert summary["resolved"] is True
+    assert {a.kind for a in ledger.actions_for(incident_id)} >= {"raise_auth_rate_limits"}
