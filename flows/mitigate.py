@@ -288,7 +288,12 @@ async def mitigate(incident_id: int, options: Options | None = None) -> PhaseRep
                 await send_escalation(
                     rt,
                     inc,
-                    escalate(rt.policy, inc, "recurrence", "the problem recurred after mitigation"),
+                    escalate(
+                        rt.policy,
+                        inc,
+                        "recurrence",
+                        f"the problem recurred after mitigation ({report.checked[-1]})",
+                    ),
                     Phase.MITIGATE,
                 )
         else:

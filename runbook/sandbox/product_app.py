@@ -32,7 +32,7 @@ from runbook.sandbox import vercel
 from runbook.sandbox.core import World
 
 NAME = "app"
-RPS = 50.0
+RPS = 500.0  # enough requests that a compressed (sub-second) window still measures rates and p95
 EDGE_RPS = 5.0
 BASE_ERROR_RATE = 0.0005
 BASE_P95_MS = 180.0
