@@ -10,7 +10,6 @@ from blocks import AppEndpoint
 from runbook.metrics import Readings, readings_between
 from tasks._retry import VENDOR_TASK
 
-
 MIN_REQUESTS = 100
 MAX_WIDEN = 8
 
