@@ -31,6 +31,7 @@ APPLICATION_NAME = "runbook"
 QUERY_TEXT_LIMIT = 500
 # sqlstates worth retrying: connection exceptions (08), timeouts/cancel (57014), shutdown (57P0x),
 # serialization/deadlock (40001/40P01), too many connections (53300), lock not available (55P03)
+_BUSY = ("too many", "remaining connection slots", "starting up", "shutting down", "recovery")
 _TRANSIENT_STATES = {"57014", "57P01", "57P02", "57P03", "40001", "40P01", "53300", "55P03"}
 
 # --- SQL: values only ever as bound parameters ---------------------------------------------------
@@ -324,6 +325,17 @@ class PostgresClient:
             return PostgresPermanentError(
                 f"{detail} at {self.where}; fix the DSN's dbname", vendor_message=detail
             )
+        if not state and "FATAL:" in detail:
+            # a connect-time rejection carries no sqlstate in psycopg: read libpq's text
+            detail = " ".join(detail.split("FATAL:", 1)[1].split())
+            if not any(w in detail for w in _BUSY):
+                return PostgresPermanentError(
+                    f"PostgreSQL at {self.where} refused the connection: {detail}; fix the "
+                    "DSN's user, password or dbname (or pg_hba.conf)",
+                    vendor_message=detail,
+                )
+        elif not state and "failed: " in detail:
+            detail = detail.rsplit("failed: ", 1)[1]
         if (
             state.startswith("08")
             or state in _TRANSIENT_STATES
