@@ -544,15 +544,17 @@ class PostgresClient:
         deadline = time.monotonic() + grace_s
         while True:
             now = {r["pid"]: r for r in await self._rows(conn, STATES, {"pids": list(seen)})}
-            left = []
+            left, running = [], False
             for pid, before in seen.items():
                 r = now.get(pid)
                 if r is None or r["backend_start"] != before["backend_start"]:
                     continue
                 same_query = r["state"] == "active" and r["query_start"] == before["query_start"]
+                running = running or (same_query and pid in active)
                 if same_query or (r["state"] or "").startswith("idle in transaction"):
                     left.append(pid)
-            if not (set(left) & active) or time.monotonic() >= deadline:
+            # done once every cancelled query has stopped (an open transaction will not end itself)
+            if not running or time.monotonic() >= deadline:
                 return left
             await asyncio.sleep(poll_s)
 
