@@ -25,8 +25,21 @@ app = typer.Typer(
 )
 policy_app = typer.Typer(help="Show or check the incident-response policy.", no_args_is_help=True)
 incident_app = typer.Typer(help="Look at one incident.", no_args_is_help=True)
+bench_app = typer.Typer(
+    help="Benchmarks; each prints one JSON object with --json.", no_args_is_help=True
+)
 app.add_typer(policy_app, name="policy")
 app.add_typer(incident_app, name="incident")
+app.add_typer(bench_app, name="bench")
+
+
+def _mount_db() -> None:
+    from runbook.cli_db import app as db_app
+
+    app.add_typer(db_app, name="db", help="Diagnose and mitigate a PostgreSQL database directly.")
+
+
+_mount_db()
 
 out = Console()
 err = Console(stderr=True)
@@ -197,6 +210,31 @@ def incident_show(
         return
     for renderable in incident_detail(inc, alerts, events, actions, items):
         out.print(renderable)
+
+
+# --- serving and benchmarks -------------------------------------------------------------------------
+
+
+@app.command()
+def serve(
+    limit: Annotated[int | None, typer.Option(help="At most this many runs at once.")] = None,
+    poll: Annotated[int, typer.Option(help="Seconds between polls for launched runs.")] = 1,
+) -> None:
+    """Serve every runbook deployment from this process (no work pool needed) until Ctrl-C."""
+    from flows.serve import main as serve_main
+
+    serve_main(limit=limit, poll_seconds=poll)
+
+
+@bench_app.command("mitigate-db")
+def bench_mitigate_db(
+    backends: Annotated[int, typer.Option(help="How many long-running sessions to open.")] = 200,
+    as_json: JsonOpt = False,
+) -> None:
+    """Diagnose and terminate N long-running backends on the local PostgreSQL; time it end to end."""
+    from runbook.bench.mitigate_db import main as bench_main
+
+    raise typer.Exit(bench_main(backends=backends, json_out=as_json))
 
 
 # --- demo -----------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ def test_help_lists_every_command() -> None:
     """`runbook --help` names every command."""
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for name in ("policy", "sandbox", "incidents", "incident", "demo"):
+    for name in ("policy", "sandbox", "incidents", "incident", "demo", "serve", "db", "bench"):
         assert name in result.output
 
 
