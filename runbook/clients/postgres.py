@@ -56,13 +56,15 @@ SELECT current_setting('server_version_num')::int AS server_version,
        EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pgstattuple') AS has_pgstattuple
 """
 
-# long-running (active past the threshold), idle in transaction past it (measured from the last
+# in the target's database only (the cluster's other databases are someone else's): long-running
+# (active past the threshold), idle in transaction past it (measured from the last
 # state change: a busy transaction between statements is not idle), and both sides of a lock wait
 BACKENDS = f"""
 WITH a AS (
   SELECT a.*, CASE WHEN a.state LIKE 'idle in transaction%%' THEN a.state_change
                    ELSE a.query_start END AS since
-  FROM pg_stat_activity a WHERE a.pid <> pg_backend_pid()
+  FROM pg_stat_activity a
+  WHERE a.pid <> pg_backend_pid() AND coalesce(a.datname, current_database()) = current_database()
 ), blocked AS (
   SELECT a.pid, pg_blocking_pids(a.pid) AS by FROM a WHERE a.wait_event_type = 'Lock'
 ), blockers AS (
