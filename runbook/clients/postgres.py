@@ -592,7 +592,11 @@ class PostgresClient:
                 )
                 try:
                     found = await self._rows(conn, resolve, {"name": name})
-                except (psycopg.errors.SyntaxError, psycopg.errors.FeatureNotSupported):
+                except (
+                    psycopg.errors.SyntaxError,
+                    psycopg.errors.InvalidName,
+                    psycopg.errors.FeatureNotSupported,
+                ):
                     found = []  # not a table name at all ("a.b.c.d", "x; drop ...")
                 if not found:
                     results.append(VacuumResult(table=name, outcome="not_found"))
