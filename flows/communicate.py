@@ -12,6 +12,7 @@ from flows.common import attempt, ctx_for, describe_result, note_skips, skip
 from flows.report import PhaseReport, publish
 from flows.runtime import Options, Runtime, build_runtime
 from runbook.models import ActionStatus, Incident, IncidentStatus, Phase
+from tasks.email import send_email
 from tasks.pagerduty import resolve_page
 from tasks.slack import post_slack_message
 from tasks.statuspage import update_status_incident
@@ -50,10 +51,30 @@ async def closing_steps(
         steps["status page"] = update_status_incident(
             ctx, sys.get("statuspage"), status_incident["id"], status, body, inc.service, component
         )
-    if inc.severity in rt.policy.routing.customer_email:
-        report.skipped.append(
-            "customer email: no EmailServerCredentials block is wired into this release; send it by hand"
-        )
+    routing = rt.policy.routing
+    if inc.severity in routing.customer_email:
+        if not routing.customer_email_to:
+            report.skipped.append(
+                "customer email: the policy names no recipients (routing.customer_email_to)"
+            )
+        elif sys.get("email") is None:
+            skip(rt, report, "email", "customer email")
+        else:
+            subject = f"[{'Resolved' if resolved else 'Update'}] {inc.title}"
+            text = (
+                f"{inc.title}\n\nThis incident has been resolved. We apologise for the disruption."
+                if resolved
+                else f"{inc.title}\n\nWe have applied a fix and are monitoring the service."
+            )
+            steps["customer email"] = send_email(
+                ctx,
+                sys.get("email"),
+                f"customer-{state.replace(' ', '-')}",
+                routing.email_sender,
+                routing.customer_email_to,
+                subject,
+                text,
+            )
     if resolved:
         if (
             await asyncio.to_thread(_applied, rt, inc.id, "page_oncall")

@@ -17,6 +17,7 @@ from typing import Any
 from prefect.blocks.core import Block
 from prefect.exceptions import MissingContextError, ObjectNotFound
 from prefect.logging import get_run_logger
+from prefect_email import EmailServerCredentials
 from pydantic import BaseModel, Field
 
 from blocks import (
@@ -59,6 +60,10 @@ class Systems(BaseModel):
         "incidents", description="GitHubRepository block name (tickets and recent commits)."
     )
     jira: str = Field("", description="JiraProject block name (tickets, instead of GitHub).")
+    email: str = Field(
+        "customers",
+        description="EmailServerCredentials block name (prefect-email) for customer email.",
+    )
 
 
 BLOCK_TYPES: dict[str, type[Block]] = {
@@ -72,6 +77,7 @@ BLOCK_TYPES: dict[str, type[Block]] = {
     "statuspage": Statuspage,
     "github": GitHubRepository,
     "jira": JiraProject,
+    "email": EmailServerCredentials,
 }
 
 

@@ -153,6 +153,8 @@ class Routing(_Strict):
     slack: list[Severity]
     email_daily_summary: bool = True
     customer_email: list[Severity] = []
+    customer_email_to: list[str] = []
+    email_sender: str = "incidents@localhost"
     status_page: list[Severity] = []
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -86,10 +88,47 @@ def save_blocks(base: str, pg_dsn: str | None) -> None:
     asyncio.run(go())
 
 
+class MailSink:
+    """An SMTP server on loopback that keeps every message it receives (the customers' inbox)."""
+
+    def __init__(self) -> None:
+        self.messages: list[dict[str, Any]] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd's hook name
+        self.messages.append(
+            {"to": list(envelope.rcpt_tos), "data": envelope.content.decode("utf-8", "replace")}
+        )
+        return "250 OK"
+
+
 @pytest.fixture(scope="session")
-def flow_env(prefect_api: str, sandbox_server: RunningServer, pg_admin_dsn: str) -> RunningServer:
-    """The Prefect test server with every block saved, pointing at the sandbox world."""
+def mail_sink() -> Iterator[tuple[MailSink, int]]:
+    from aiosmtpd.controller import Controller
+
+    sink = MailSink()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    controller = Controller(sink, hostname="127.0.0.1", port=port)
+    controller.start()
+    yield sink, port
+    controller.stop()
+
+
+@pytest.fixture(scope="session")
+def flow_env(
+    prefect_api: str,
+    sandbox_server: RunningServer,
+    pg_admin_dsn: str,
+    mail_sink: tuple[MailSink, int],
+) -> RunningServer:
+    """The Prefect test server with every block saved, pointing at the sandbox world and mail sink."""
     save_blocks(sandbox_server.url, pg_admin_dsn)
+    from prefect_email import EmailServerCredentials
+
+    EmailServerCredentials(
+        smtp_server="127.0.0.1", smtp_port=mail_sink[1], smtp_type="INSECURE"
+    ).save("customers", overwrite=True)
     return sandbox_server
 
 

@@ -313,3 +313,21 @@ def test_auth_rate_limiting_is_diagnosed_and_limits_raised(
     assert not sb_supabase.auth_is_degraded(world)
     assert summary["resolved"] is True
     assert {a.kind for a in ledger.actions_for(incident_id)} >= {"raise_auth_rate_limits"}
+
+
+def test_p0_customers_get_one_email(world, options, flow_env, mail_sink, tmp_path) -> None:
+    """A P0 the policy routes to customer email sends exactly one resolution email to the policy's
+    recipients through the EmailServerCredentials block."""
+    sink, _ = mail_sink
+    sink.messages.clear()
+    policy = tmp_path / "mail.toml"
+    policy.write_text(
+        '[monitoring]\nrecurrence_watch = "1m"\n[routing]\ncustomer_email_to = ["notices@customers.example"]\n'
+    )
+    opts = options.model_copy(update={"policy_path": str(policy)})
+    apply_scenario(world, "bad-deploy")
+    incident_id = open_incident(opts, severity=Severity.P0)
+    asyncio.run(incident_response(incident_id=incident_id, options=opts))
+    assert len(sink.messages) == 1
+    assert sink.messages[0]["to"] == ["notices@customers.example"]
+    assert "Subject: [Resolved] High error rate on web" in sink.messages[0]["data"]
