@@ -26,12 +26,16 @@ from runbook.sla import escalate
 from runbook.thresholds import breached, evaluate
 from tasks.health import check_app_health
 from tasks.metrics import measure_metrics
+from tasks.postgres import diagnose_database, plan_for, terminate_backends, vacuum_tables
 from tasks.slack import post_slack_message
 from tasks.supabase import raise_auth_rate_limits
 from tasks.vercel import rollback_deployment, verify_production
 
 VERIFY_WINDOW_S = 30.0
 WATCH_SAMPLES = 3
+VERIFY_ATTEMPTS = 3
+SETTLE_S = 60.0
+MIN_SETTLE_REAL_S = 1.0
 
 
 async def allowed(rt: Runtime, inc: Incident, action: str, plan: str, report: PhaseReport) -> bool:
@@ -186,10 +190,70 @@ async def auth_failure(rt: Runtime, inc: Incident, report: PhaseReport) -> bool:
     return mitigated and not expired
 
 
+async def db_degradation(rt: Runtime, inc: Incident, report: PhaseReport) -> bool:
+    """Cancel then terminate long-running backends (never protected ones), vacuum bloated tables,
+    and record index recommendations for the RCA (an index is never created here)."""
+    target = rt.postgres()
+    if target is None:
+        skip(rt, report, "postgres", "database mitigation")
+        return False
+    diagnosis = await attempt(rt, report, "diagnose database", diagnose_database(target))
+    if diagnosis is None:
+        return False
+    plan = plan_for(target, diagnosis)
+    for b in plan.backends:
+        verdict = "stop" if b.act else "spare"
+        report.checked.append(
+            f"backend {b.pid} ({b.role}, {b.application_name or '-'}): {verdict}: {b.reason}"
+        )
+    owner = rt.policy.escalation_level(0).role
+    for hint in plan.index_hints:
+        await rt.note(
+            inc.id, "recommendation", f"{hint.statement} ({hint.reason})", phase=Phase.MITIGATE
+        )
+        await asyncio.to_thread(
+            rt.ledger.add_action_item,
+            inc.id,
+            f"Consider: {hint.statement}",
+            owner=owner,
+            due_at=rt.now() + timedelta(days=7),
+            source="rca",
+        )
+    ctx, acted = ctx_for(rt, inc.id), False
+    if plan.pids and await allowed(
+        rt,
+        inc,
+        "terminate_backends",
+        f"cancel, then terminate, {len(plan.pids)} long-running backends",
+        report,
+    ):
+        result = await attempt(
+            rt, report, "terminate backends", terminate_backends(ctx, target, plan)
+        )
+        if result is not None:
+            outcomes = (
+                ", ".join(f"{r['pid']} {r['outcome']}" for r in result["results"])
+                or result["status"]
+            )
+            report.done.append(f"backends: {outcomes}")
+            acted = result["status"] == "applied"
+    elif not plan.pids:
+        report.found.append("no backend past the threshold that may be stopped")
+    if plan.vacuum_tables and await allowed(
+        rt, inc, "vacuum_analyze", f"VACUUM ANALYZE {', '.join(plan.vacuum_tables)}", report
+    ):
+        result = await attempt(rt, report, "vacuum", vacuum_tables(ctx, target, plan.vacuum_tables))
+        if result is not None:
+            report.done.append(f"vacuum: {result['status']}")
+            acted = acted or result["status"] == "applied"
+    return acted
+
+
 PLAYBOOKS = {
     "bad-deploy": bad_deploy,
     "high-error-rate": high_error_rate,
     "auth-failure": auth_failure,
+    "db-degradation": db_degradation,
 }
 
 
@@ -213,6 +277,17 @@ async def healthy(rt: Runtime, report: PhaseReport, label: str) -> bool | None:
         f"{label}: health {'ok' if health and health['ok'] else 'FAILING'}; {detail}"
     )
     return ok
+
+
+async def verify(rt: Runtime, report: PhaseReport) -> bool:
+    """Health and metrics back under the thresholds; a system that needs a moment to settle (a pool
+    reconnecting, a cache refilling) gets VERIFY_ATTEMPTS tries, SETTLE_S of clock time apart."""
+    for attempt_no in range(1, VERIFY_ATTEMPTS + 1):
+        if await healthy(rt, report, f"verify {attempt_no}/{VERIFY_ATTEMPTS}"):
+            return True
+        if attempt_no < VERIFY_ATTEMPTS:
+            await asyncio.sleep(max(MIN_SETTLE_REAL_S, SETTLE_S / rt.speed))
+    return False
 
 
 async def watch_for_recurrence(rt: Runtime, inc: Incident, report: PhaseReport) -> bool:
@@ -261,7 +336,7 @@ async def mitigate(incident_id: int, options: Options | None = None) -> PhaseRep
         report.checked.append(f"playbook: {scenario} ({AUTOMATED.get(scenario or '', '')})")
         mitigated = await playbook(rt, inc, report)
     if mitigated:
-        verified = bool(await healthy(rt, report, "verify"))
+        verified = await verify(rt, report)
         if verified:
             inc = await asyncio.to_thread(
                 rt.ledger.transition,

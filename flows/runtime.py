@@ -180,6 +180,14 @@ class Runtime:
             else incident.detected_at + compress(due - incident.detected_at, self.speed)
         )
 
+    def postgres(self) -> PostgresTarget | None:
+        """The PostgresTarget block, its long-query threshold compressed by the run's speed."""
+        target: PostgresTarget | None = self.systems.get("postgres")
+        if target is None or self.speed == 1:
+            return target
+        threshold = max(0.5, target.long_query_threshold_s / self.speed)
+        return target.model_copy(update={"long_query_threshold_s": threshold})
+
     def deadlines(self, incident: Incident) -> dict[str, datetime]:
         out = {}
         for phase in Phase:

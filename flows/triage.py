@@ -61,7 +61,7 @@ async def gather_evidence(rt: Runtime, inc: Incident, report: PhaseReport) -> di
     if sys.get("github") is not None:
         steps["commits"] = recent_commits(sys.get("github"))
     if sys.get("postgres") is not None:
-        steps["database"] = test_database_connection(sys.get("postgres"))
+        steps["database"] = test_database_connection(rt.postgres())
     else:
         skip(rt, report, "postgres", "database connection test")
     if sys.get("supabase") is not None:

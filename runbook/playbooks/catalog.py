@@ -10,6 +10,7 @@ AUTOMATED = {
     "bad-deploy": "roll production back to the last good deployment",
     "high-error-rate": "roll back when the rise followed a deploy; otherwise hand over the error summary",
     "auth-failure": "check key expiry; raise the auth rate limits when 429s dominate",
+    "db-degradation": "stop long-running backends (never protected ones), vacuum bloated tables",
 }
 
 CHECKLISTS: dict[str, list[str]] = {

@@ -331,3 +331,54 @@ def test_p0_customers_get_one_email(world, options, flow_env, mail_sink, tmp_pat
     assert len(sink.messages) == 1
     assert sink.messages[0]["to"] == ["notices@customers.example"]
     assert "Subject: [Resolved] High error rate on web" in sink.messages[0]["data"]
+
+
+AUTO_DB_POLICY = """
+[monitoring]
+recurrence_watch = "1m"
+[actions.terminate_backends]
+P1 = "auto"
+"""
+
+
+@pytest.fixture
+def app_role_url(world, pg_admin_dsn):
+    """The sandbox app's database sessions run as a plain login role (killable, unlike a superuser)."""
+    import psycopg
+
+    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
+        exists = conn.execute(
+            "SELECT 1 FROM pg_roles WHERE rolname = 'runbook_test_app'"
+        ).fetchone()
+        if not exists:
+            conn.execute("CREATE ROLE runbook_test_app LOGIN")
+    world.database_url = "postgresql://runbook_test_app@127.0.0.1:5432/postgres"
+    yield world.database_url
+    world.database_url = None
+
+
+def test_db_degradation_stops_the_slow_query_and_the_app_recovers(
+    world, options, flow_env, app_role_url, tmp_path
+) -> None:
+    """A long query holding the database is diagnosed, its backend (a plain role's) is cancelled or
+    terminated once, and the app recovers; no superuser backend is touched."""
+    from runbook.sandbox.scenarios import SLOW_QUERY_APP_NAME
+
+    policy = tmp_path / "db.toml"
+    policy.write_text(AUTO_DB_POLICY)
+    opts = options.model_copy(update={"policy_path": str(policy)})
+    apply_scenario(world, "db-degradation")
+    import time
+
+    time.sleep(1.0)  # the query has been running a while when the alert fires
+    incident_id = open_incident(opts, summary="Slow responses on web", severity=Severity.P1)
+    summary = asyncio.run(incident_response(incident_id=incident_id, options=opts))
+
+    ledger = get_ledger(opts.ledger_url)
+    inc = ledger.get_incident(incident_id)
+    timeline = "\n".join(f"{e.kind}: {e.message}" for e in ledger.timeline(incident_id))
+    assert inc.scenario == "db-degradation", timeline
+    stop = [a for a in ledger.actions_for(incident_id) if a.kind == "terminate_backends"]
+    assert len(stop) == 1 and stop[0].status is ActionStatus.APPLIED, timeline
+    assert all(b["application"] == SLOW_QUERY_APP_NAME for b in stop[0].plan["backends"])
+    assert summary["resolved"] is True, timeline
