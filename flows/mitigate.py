@@ -18,10 +18,12 @@ from flows.approval import ask_approval
 from flows.common import attempt, ctx_for, note_skips, send_escalation, skip
 from flows.report import PhaseReport, publish
 from flows.runtime import Options, Runtime, build_runtime, compress
-from runbook.models import Incident, IncidentStatus, Phase
+from runbook.actions import envelope_verdict
+from runbook.models import ActionStatus, Incident, IncidentStatus, Phase
 from runbook.playbooks.auth import HUMAN_CHECKLIST, inspect_key, rate_limited
 from runbook.playbooks.catalog import AUTOMATED, checklist
 from runbook.playbooks.diagnosis import RECENT_DEPLOY
+from runbook.policy import format_duration
 from runbook.sla import escalate
 from runbook.thresholds import breached, evaluate
 from tasks.health import check_app_health
@@ -38,8 +40,49 @@ SETTLE_S = 60.0
 MIN_SETTLE_REAL_S = 1.0
 
 
-async def allowed(rt: Runtime, inc: Incident, action: str, plan: str, report: PhaseReport) -> bool:
-    """The policy's verdict for ``action`` at this severity: auto, approve (ask in the UI) or never."""
+async def within_envelope(
+    rt: Runtime, inc: Incident, action: str, target: str, report: PhaseReport
+) -> bool:
+    """Rate limit per action and target, and the circuit breaker; a refusal escalates."""
+    rule = rt.policy.actions.get(action)
+    interval = compress(rule.min_interval, rt.speed) if rule else timedelta(0)
+    recent = await asyncio.to_thread(
+        rt.ledger.recent_actions,
+        action,
+        target,
+        rt.now() - interval,
+        statuses=[ActionStatus.APPLIED],
+    )
+    recent = [
+        a for a in recent if a.incident_id != inc.id
+    ]  # our own earlier run is idempotency's job
+    mine = await asyncio.to_thread(rt.ledger.actions_for, inc.id)
+    failures = sum(1 for a in mine if a.kind == action and a.status is ActionStatus.FAILED)
+    verdict = envelope_verdict(
+        recent_applied=recent,
+        failures=failures,
+        max_failures=rt.policy.approvals.max_failed_applications,
+        min_interval_text=format_duration(rule.min_interval) if rule else "0m",
+    )
+    if verdict is None:
+        return True
+    report.skipped.append(f"{action} on {target}: {verdict}")
+    await send_escalation(
+        rt,
+        inc,
+        escalate(rt.policy, inc, "safety_envelope", f"{action} held back: {verdict}"),
+        Phase.MITIGATE,
+    )
+    return False
+
+
+async def allowed(
+    rt: Runtime, inc: Incident, action: str, plan: str, report: PhaseReport, target: str = ""
+) -> bool:
+    """The safety envelope, then the policy's verdict for ``action`` at this severity: auto, approve
+    (ask in the UI) or never."""
+    if not rt.dry_run and not await within_envelope(rt, inc, action, target, report):
+        return False
     mode = rt.policy.action_mode(action, inc.severity)
     if mode == "auto" or rt.dry_run:
         return True
@@ -89,7 +132,7 @@ async def bad_deploy(rt: Runtime, inc: Incident, report: PhaseReport) -> bool:
     plan = (
         f"roll {vercel.project_id} back from {bad_id or 'the live deployment'} to the last good one"
     )
-    if not await allowed(rt, inc, "rollback_deployment", plan, report):
+    if not await allowed(rt, inc, "rollback_deployment", plan, report, target=vercel.project_id):
         return False
     before = inc.detected_at
     if findings.get("last_deploy_at"):
@@ -166,7 +209,9 @@ async def auth_failure(rt: Runtime, inc: Incident, report: PhaseReport) -> bool:
     mitigated = False
     if rate_limited(summary):
         plan = "raise the auth rate limits x2 (429s dominate the auth errors)"
-        if await allowed(rt, inc, "raise_auth_rate_limits", plan, report):
+        if await allowed(
+            rt, inc, "raise_auth_rate_limits", plan, report, target=f"supabase:{supa.project_ref}"
+        ):
             result = await attempt(
                 rt,
                 report,
@@ -226,6 +271,7 @@ async def db_degradation(rt: Runtime, inc: Incident, report: PhaseReport) -> boo
         "terminate_backends",
         f"cancel, then terminate, {len(plan.pids)} long-running backends",
         report,
+        target=target.describe(),
     ):
         result = await attempt(
             rt, report, "terminate backends", terminate_backends(ctx, target, plan)
@@ -239,8 +285,9 @@ async def db_degradation(rt: Runtime, inc: Incident, report: PhaseReport) -> boo
             acted = result["status"] == "applied"
     elif not plan.pids:
         report.found.append("no backend past the threshold that may be stopped")
+    vacuum_plan = f"VACUUM ANALYZE {', '.join(plan.vacuum_tables)}"
     if plan.vacuum_tables and await allowed(
-        rt, inc, "vacuum_analyze", f"VACUUM ANALYZE {', '.join(plan.vacuum_tables)}", report
+        rt, inc, "vacuum_analyze", vacuum_plan, report, target=target.describe()
     ):
         result = await attempt(rt, report, "vacuum", vacuum_tables(ctx, target, plan.vacuum_tables))
         if result is not None:

@@ -97,3 +97,30 @@ async def run_action(
         raise
     done = await asyncio.to_thread(ledger.finish_action, key, ActionStatus.APPLIED, result)
     return ActionOutcome(action=done, applied_now=True)
+
+
+def envelope_verdict(
+    *,
+    recent_applied: list[Action],
+    failures: int,
+    max_failures: int,
+    min_interval_text: str,
+) -> str | None:
+    """The safety envelope around one action: None to go ahead, else the reason to hold back.
+
+    Args:
+        recent_applied: the same action on the same target applied within its minimum interval
+            (any incident).
+        failures: how often this action already failed for this incident.
+        max_failures: the circuit breaker's limit (policy ``approvals.max_failed_applications``).
+        min_interval_text: the interval, for the message.
+    """
+    if failures >= max_failures:
+        return f"it failed {failures} times for this incident: handing it to a person (circuit breaker)"
+    if recent_applied:
+        last = recent_applied[0]
+        return (
+            f"it already ran on this target within {min_interval_text} "
+            f"(INC-{last.incident_id}, {last.idempotency_key}); at most once per {min_interval_text}"
+        )
+    return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -143,6 +144,19 @@ class ActionsMixin(LedgerBase):
             .where(actions.c.incident_id == incident_id)
             .order_by(actions.c.created_at, actions.c.id)
         )
+        return self._read(lambda conn: [to_action(r) for r in conn.execute(query).mappings()])
+
+    def recent_actions(
+        self, kind: str, target: str, since: datetime, *, statuses: Sequence[ActionStatus] = ()
+    ) -> list[Action]:
+        """Actions of ``kind`` on ``target`` updated since ``since``, across every incident, newest
+        first (rate limits per action and target read this). ``statuses`` narrows them."""
+        query = sa.select(actions).where(
+            actions.c.kind == kind, actions.c.target == target, actions.c.updated_at >= since
+        )
+        if statuses:
+            query = query.where(actions.c.status.in_([s.value for s in statuses]))
+        query = query.order_by(actions.c.updated_at.desc(), actions.c.id.desc())
         return self._read(lambda conn: [to_action(r) for r in conn.execute(query).mappings()])
 
     def _action_row(self, conn: sa.Connection, idempotency_key: str) -> sa.RowMapping:

@@ -382,3 +382,41 @@ def test_db_degradation_stops_the_slow_query_and_the_app_recovers(
     assert len(stop) == 1 and stop[0].status is ActionStatus.APPLIED, timeline
     assert all(b["application"] == SLOW_QUERY_APP_NAME for b in stop[0].plan["backends"])
     assert summary["resolved"] is True, timeline
+
+
+def test_second_rollback_of_a_project_within_the_interval_is_held_back(
+    world, options, flow_env, tmp_path
+) -> None:
+    """Two bad deploys in a row: the first incident rolls back; the second, within the policy's
+    interval, does not roll the project back again and escalates instead."""
+    policy = tmp_path / "rate.toml"
+    policy.write_text(
+        '[monitoring]\nrecurrence_watch = "1m"\n[actions.rollback_deployment]\nmin_interval = "2h"\n'
+    )
+    opts = options.model_copy(update={"policy_path": str(policy)})
+    apply_scenario(world, "bad-deploy")
+    first = open_incident(opts, severity=Severity.P1)
+    assert asyncio.run(incident_response(incident_id=first, options=opts))["resolved"] is True
+    apply_scenario(world, "bad-deploy")
+    ledger = get_ledger(opts.ledger_url)
+    second = ledger.record_alert(
+        Alert(
+            source="alertmanager",
+            delivery_id="d-2",
+            dedup_key="HighErrorRate:web:2",
+            summary="again",
+            started_at=utcnow(),
+            service="web",
+        ),
+        title="Errors again",
+        severity=Severity.P1,
+        service="web",
+    ).incident_id
+    assert second is not None
+    summary = asyncio.run(incident_response(incident_id=second, options=opts))
+    assert len(sandbox_requests(flow_env, "vercel", r"/rollback/")) == 1
+    assert summary["resolved"] is False
+    held = [
+        e for e in ledger.timeline(second) if e.kind == "escalation" and "held back" in e.message
+    ]
+    assert held and f"INC-{first}" in held[0].message
