@@ -1,20 +1,58 @@
 """Serve every deployment of the runbook from one process, no work pool needed (`runbook serve`).
 
+The deployments are the same seven that prefect.yaml declares, under the same names
+(``<flow-name>/runbook``), so the alert gateway launches ``incident-response/runbook`` whichever way they
+are run. Serving one takes over a deployment of that name that ``prefect deploy`` created: same id, its
+entrypoint, description, tags, parameter schema and schedule are replaced by these, and its pull steps
+are cleared (served runs start from this process's flow objects); stopping the server pauses them.
+
 The runner polls for scheduled runs every second (Prefect's default is 10 s), so a run launched by the
-alert gateway or the UI starts within about two seconds. Each run executes in its own subprocess.
+gateway or the UI starts within about two seconds. Each run executes in its own subprocess.
 """
 
 from __future__ import annotations
 
-import os
-from typing import Any
+import inspect
+import math
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from prefect.deployments.runner import RunnerDeployment
 
 DEPLOYMENT_NAME = "runbook"
 INCIDENT_DEPLOYMENT = f"incident-response/{DEPLOYMENT_NAME}"
+WATCH_CRON = "* * * * *"
+
+DESCRIPTIONS = {
+    "incident-response": "Walk one incident through the runbook: detect, triage, mitigate, "
+    "communicate, rca. Give an incident_id from the ledger, or declare one (title, service, severity).",
+    "detect": "Detect & Alert: confirm, assess severity, ticket, notify, page, war room, status page.",
+    "triage": "Triage & Assess: metrics, recent changes, database test, logs, blast radius, "
+    "hypothesis.",
+    "mitigate": "Mitigate & Stabilize: playbook actions with approvals, verification, recurrence "
+    "watch.",
+    "communicate": "Communicate & Document: channel, status page, PagerDuty, ticket, close the "
+    "incident.",
+    "rca": "Root Cause Analysis: the RCA document from the ledger.",
+    "watch": "Escalate missed phase deadlines (dead workers) and resolution overruns, every minute.",
+}
+TAGS = {
+    "incident-response": ["runbook", "incident"],
+    "watch": ["runbook", "watch"],
+}
+PHASE_TAGS = ["runbook", "phase"]
 
 
-def build_deployments() -> list[Any]:
-    """The seven deployments, named ``<flow>/runbook`` like the ones in prefect.yaml."""
+def build_deployments() -> list[RunnerDeployment]:
+    """Build the seven deployments, named ``<flow-name>/runbook`` like the ones in prefect.yaml.
+
+    Returns:
+        RunnerDeployments of incident-response, detect, triage, mitigate, communicate, rca and
+        watch (the last on a one-minute cron), ready for ``prefect.serve``.
+    """
+    # imported here so that `import flows.serve` (e.g. by the CLI) stays cheap
+    from prefect.deployments.runner import EntrypointType
+
     from flows.communicate import communicate
     from flows.detect import detect
     from flows.incident import incident_response
@@ -23,39 +61,56 @@ def build_deployments() -> list[Any]:
     from flows.triage import triage
     from flows.watch import watch
 
-    tags = ["runbook"]
-    out = [
-        incident_response.to_deployment(
+    out: list[RunnerDeployment] = []
+    for fl in (incident_response, detect, triage, mitigate, communicate, rca, watch):
+        # _sync: to_deployment would hand back a coroutine when called from async code (tests)
+        dep = fl.to_deployment(
             name=DEPLOYMENT_NAME,
-            tags=[*tags, "incident"],
-            description="Walk one incident through the runbook: detect, triage, mitigate, communicate, rca.",
+            description=DESCRIPTIONS[fl.name],
+            tags=TAGS.get(fl.name, PHASE_TAGS),
+            cron=WATCH_CRON if fl is watch else None,
+            # A module entrypoint (flows.incident.incident_response) is imported from the installed
+            # package, wherever the runner runs. A file entrypoint would be loaded from the
+            # deployment's stored path, which a deployment first made by `prefect deploy` (pull
+            # steps, no path) does not have, and serving it crashes every run.
+            entrypoint_type=EntrypointType.MODULE_PATH,
+            _sync=True,  # type: ignore[call-arg]  # async_dispatch takes it; stubs do not say
         )
-    ]
-    for phase in (detect, triage, mitigate, communicate, rca):
-        out.append(
-            phase.to_deployment(
-                name=DEPLOYMENT_NAME,
-                tags=[*tags, "phase"],
-                description=f"Run only the {phase.name} phase for an incident.",
-            )
-        )
-    out.append(
-        watch.to_deployment(
-            name=DEPLOYMENT_NAME,
-            tags=[*tags, "watch"],
-            cron="* * * * *",
-            description="Escalate missed deadlines and overruns every minute.",
-        )
-    )
+        assert not inspect.isawaitable(dep)
+        # Marked as set so that re-applying clears a work pool `prefect deploy` gave it (as
+        # Flow.serve does): served runs must not also be offered to the pool's workers.
+        dep.work_pool_name = None
+        dep.work_queue_name = None
+        out.append(dep)
     return out
 
 
-def main(limit: int | None = None, poll_seconds: int = 1) -> None:
-    """Serve every deployment until interrupted (Ctrl-C or SIGTERM stop it cleanly)."""
-    os.environ["PREFECT_RUNNER_POLL_FREQUENCY"] = str(max(1, int(poll_seconds)))
-    from prefect import serve
+def main(limit: int | None = None, poll_seconds: float = 1.0) -> None:
+    """Serve every deployment until SIGINT (Ctrl-C) or SIGTERM, then stop cleanly.
 
-    serve(*build_deployments(), limit=limit, print_starting_message=True)
+    On either signal the runner stops polling, cancels the runs it has in flight (they are marked
+    cancelled, not left running) and pauses the deployments' schedules, so no watch runs pile up while
+    nothing serves them; the next start resumes them.
+
+    Args:
+        limit: the most flow runs executed at once (Prefect's default, 5, when None).
+        poll_seconds: how often the runner asks the server for runs to start.
+
+    Raises:
+        ValueError: poll_seconds is not positive.
+    """
+    if poll_seconds <= 0:
+        raise ValueError(f"poll_seconds must be positive, got {poll_seconds}")
+    from prefect import serve
+    from prefect.settings import PREFECT_RUNNER_POLL_FREQUENCY, temporary_settings
+
+    deployments = build_deployments()
+    # The setting is whole seconds and is read when prefect is first imported, so it is set for this
+    # process explicitly; the runner's query_seconds takes the exact (possibly fractional) value.
+    with temporary_settings(updates={PREFECT_RUNNER_POLL_FREQUENCY: math.ceil(poll_seconds)}):
+        # serve() handles both signals itself: SIGTERM stops the runner through its own handler,
+        # SIGINT (KeyboardInterrupt) is caught and logged; either way it returns normally.
+        serve(*deployments, limit=limit, query_seconds=poll_seconds, print_starting_message=True)
 
 
 if __name__ == "__main__":

@@ -60,8 +60,9 @@ async def gather_evidence(rt: Runtime, inc: Incident, report: PhaseReport) -> di
         skip(rt, report, "vercel", "recent deployments")
     if sys.get("github") is not None:
         steps["commits"] = recent_commits(sys.get("github"))
-    if sys.get("postgres") is not None:
-        steps["database"] = test_database_connection(rt.postgres())
+    target = rt.postgres()
+    if target is not None:
+        steps["database"] = test_database_connection(target)
     else:
         skip(rt, report, "postgres", "database connection test")
     if sys.get("supabase") is not None:
