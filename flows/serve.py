@@ -14,7 +14,12 @@ from __future__ import annotations
 
 import inspect
 import math
+import signal
+import threading
+from types import FrameType
 from typing import TYPE_CHECKING
+
+import httpx
 
 if TYPE_CHECKING:
     from prefect.deployments.runner import RunnerDeployment
@@ -86,11 +91,11 @@ def build_deployments() -> list[RunnerDeployment]:
 
 
 def main(limit: int | None = None, poll_seconds: float = 1.0) -> None:
-    """Serve every deployment until SIGINT (Ctrl-C) or SIGTERM, then stop cleanly.
+    """Serve every deployment until SIGINT (Ctrl-C) or SIGTERM, then return normally.
 
-    On either signal the runner stops polling, cancels the runs it has in flight (they are marked
-    cancelled, not left running) and pauses the deployments' schedules, so no watch runs pile up while
-    nothing serves them; the next start resumes them.
+    On SIGTERM Prefect's runner stops polling and cancels the runs it has in flight (marked cancelled,
+    not left running); on SIGINT it stops polling. Either way it then pauses the deployments'
+    schedules, so no watch runs pile up while nothing serves them; the next start resumes them.
 
     Args:
         limit: the most flow runs executed at once (Prefect's default, 5, when None).
@@ -98,19 +103,42 @@ def main(limit: int | None = None, poll_seconds: float = 1.0) -> None:
 
     Raises:
         ValueError: poll_seconds is not positive.
+        RuntimeError: the Prefect API cannot be reached.
     """
     if poll_seconds <= 0:
         raise ValueError(f"poll_seconds must be positive, got {poll_seconds}")
     from prefect import serve
-    from prefect.settings import PREFECT_RUNNER_POLL_FREQUENCY, temporary_settings
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_RUNNER_POLL_FREQUENCY,
+        temporary_settings,
+    )
 
-    deployments = build_deployments()
-    # The setting is whole seconds and is read when prefect is first imported, so it is set for this
-    # process explicitly; the runner's query_seconds takes the exact (possibly fractional) value.
-    with temporary_settings(updates={PREFECT_RUNNER_POLL_FREQUENCY: math.ceil(poll_seconds)}):
-        # serve() handles both signals itself: SIGTERM stops the runner through its own handler,
-        # SIGINT (KeyboardInterrupt) is caught and logged; either way it returns normally.
-        serve(*deployments, limit=limit, query_seconds=poll_seconds, print_starting_message=True)
+    if threading.current_thread() is threading.main_thread():
+        # Until the runner installs its own SIGTERM handler (once started), a SIGTERM while the
+        # deployments are applied ends like Ctrl-C instead of killing the process mid-request.
+        signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        deployments = build_deployments()
+        # The setting is whole seconds and is read when prefect is first imported, so it is set for
+        # this process explicitly; the runner's query_seconds takes the exact (fractional) value.
+        with temporary_settings(updates={PREFECT_RUNNER_POLL_FREQUENCY: math.ceil(poll_seconds)}):
+            # serve() handles both signals once running: SIGTERM stops the runner through its own
+            # handler, SIGINT (KeyboardInterrupt) is caught and logged; either way it returns.
+            serve(
+                *deployments, limit=limit, query_seconds=poll_seconds, print_starting_message=True
+            )
+    except KeyboardInterrupt:
+        print("runbook serve: interrupted before the runner started; nothing was served")
+    except httpx.ConnectError as exc:
+        raise RuntimeError(
+            f"cannot reach the Prefect API at {PREFECT_API_URL.value()}: start it "
+            "(`prefect server start`) or point PREFECT_API_URL at a running one"
+        ) from exc
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 if __name__ == "__main__":

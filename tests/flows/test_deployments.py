@@ -238,3 +238,41 @@ def test_served_deployment_runs_a_declared_incident(
     assert dep.work_pool_name is None and not dep.pull_steps
     after = _read_all()
     assert all(d.paused for d in after.values())
+
+
+def test_serve_stops_cleanly_on_sigint(prefect_api, deployed, tmp_path) -> None:
+    """main(limit=..., poll_seconds=...) serves (un-paused) until Ctrl-C, then exits 0 without a
+    traceback and leaves the deployments paused."""
+    log_path = tmp_path / "serve.log"
+    code = (
+        "from flows.serve import main; main(limit=2, poll_seconds=0.5); "
+        "print('main returned', flush=True)"
+    )
+
+    async def wait_served(log: Path) -> DeploymentResponse:
+        async with get_client() as client:
+            return await _wait_until_served(client, since, log)
+
+    since = utcnow()
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code],
+            cwd=ROOT,
+            env=_env(prefect_api, tmp_path / "home"),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        try:
+            while_served = asyncio.run(wait_served(log_path))
+            proc.send_signal(signal.SIGINT)
+            exit_code = proc.wait(30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+    output = log_path.read_text()
+    assert not while_served.paused
+    assert exit_code == 0 and "main returned" in output, output[-3000:]
+    assert "Traceback" not in output, output[-3000:]
+    assert all(d.paused for d in _read_all().values())
