@@ -2,12 +2,14 @@
 
 The deployments are the same seven that prefect.yaml declares, under the same names
 (``<flow-name>/runbook``), so the alert gateway launches ``incident-response/runbook`` whichever way they
-are run. Serving one takes over a deployment of that name that ``prefect deploy`` created: same id, its
-entrypoint, description, tags, parameter schema and schedule are replaced by these, and its pull steps
-are cleared (served runs start from this process's flow objects); stopping the server pauses them.
+are run. Serving takes over a deployment of that name that ``prefect deploy`` created: it keeps its id
+(and run history), its description, tags, parameter schema and schedule are replaced by these, its
+entrypoint becomes a module path, and its work pool and pull steps are cleared, so only this process
+runs it. Stopping the server pauses them; `prefect deploy --all` hands them back to the work pool.
 
-The runner polls for scheduled runs every second (Prefect's default is 10 s), so a run launched by the
-gateway or the UI starts within about two seconds. Each run executes in its own subprocess.
+The runner polls for scheduled runs every second (Prefect's default is 10 s). Each run executes in its
+own subprocess, which first imports the flows, so a run launched by the gateway or the UI is running
+about 3 s after it was created on this machine (at most one poll, then the import).
 """
 
 from __future__ import annotations

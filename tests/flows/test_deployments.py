@@ -72,11 +72,10 @@ def _read_all() -> dict[str, DeploymentResponse]:
 
 @pytest.fixture(scope="module")
 def deployed(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """`prefect work-pool create` (twice: it must be idempotent) and `prefect deploy --all`, once."""
+    """`prefect work-pool create` (idempotent with --overwrite) and `prefect deploy --all`, once."""
     env = _env(prefect_api, tmp_path_factory.mktemp("deploy-home"))
-    for _ in range(2):
-        pool = _prefect(["work-pool", "create", "runbook", "--type", "process", "--overwrite"], env)
-        assert pool.returncode == 0, pool.stdout + pool.stderr
+    pool = _prefect(["work-pool", "create", "runbook", "--type", "process", "--overwrite"], env)
+    assert pool.returncode == 0, pool.stdout + pool.stderr
     deploy = _prefect(["deploy", "--all"], env)
     assert deploy.returncode == 0, deploy.stdout[-3000:] + deploy.stderr[-3000:]
     return {name: dep.model_dump() for name, dep in _read_all().items()}
@@ -115,6 +114,48 @@ def test_incident_deployment_form_documents_every_parameter(deployed: dict[str, 
     detect = deployed["detect"]["parameter_openapi_schema"]
     assert detect["required"] == ["incident_id"]
     assert detect["properties"]["incident_id"]["description"]
+
+
+def test_process_worker_runs_a_deployed_flow_from_the_project_folder(
+    prefect_api, deployed, tmp_path
+) -> None:
+    """A process worker started in another folder runs a `prefect deploy` deployment (watch) from this
+    checkout: the pull step changes into it, and the run completes."""
+    assert _read_all()["watch"].work_pool_name == "runbook", "runs before serve takes over"
+    policy = tmp_path / "policy.toml"
+    policy.write_text(TEST_POLICY)
+    options = {"ledger_url": f"sqlite:///{tmp_path / 'ledger.db'}", "policy_path": str(policy)}
+
+    async def launch() -> Any:
+        async with get_client() as client:
+            dep = await client.read_deployment_by_name(f"watch/{DEPLOYMENT_NAME}")
+            return (
+                await client.create_flow_run_from_deployment(
+                    dep.id, parameters={"options": options}
+                )
+            ).id
+
+    async def final_state(run_id: Any) -> Any:
+        async with get_client() as client:
+            return (await client.read_flow_run(run_id)).state
+
+    run_id = asyncio.run(launch())
+    env = _env(prefect_api, tmp_path / "home") | {"PREFECT_WORKER_QUERY_SECONDS": "1"}
+    worker = subprocess.run(
+        [str(Path(sys.executable).parent / "prefect"), "worker", "start", "--pool", "runbook"]
+        + ["--run-once"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    output = worker.stdout[-3000:] + worker.stderr[-3000:]
+    state = asyncio.run(final_state(run_id))
+    assert state is not None and state.is_completed(), output
+    # the file entrypoint flows/watch.py only resolves from the project folder, not the worker's
+    assert "Deployment step 'set_working_directory' completed successfully" in output, output
 
 
 def _module_entrypoint(file_entrypoint: str) -> str:
@@ -276,3 +317,21 @@ def test_serve_stops_cleanly_on_sigint(prefect_api, deployed, tmp_path) -> None:
     assert exit_code == 0 and "main returned" in output, output[-3000:]
     assert "Traceback" not in output, output[-3000:]
     assert all(d.paused for d in _read_all().values())
+
+
+def test_prefect_deploy_after_serve_hands_the_deployments_back(
+    prefect_api, deployed, tmp_path
+) -> None:
+    """Runs after serving: the pool setup and `prefect deploy --all` again put the same deployments
+    (same ids) back on the work pool with their pull step and file entrypoints, un-paused."""
+    env = _env(prefect_api, tmp_path)
+    pool = _prefect(["work-pool", "create", "runbook", "--type", "process", "--overwrite"], env)
+    assert pool.returncode == 0, "creating the pool again is harmless: " + pool.stdout + pool.stderr
+    deploy = _prefect(["deploy", "--all"], env)
+    assert deploy.returncode == 0, deploy.stdout[-3000:] + deploy.stderr[-3000:]
+    after = _read_all()
+    for name, dep in after.items():
+        assert dep.id == deployed[name]["id"], name
+        assert dep.work_pool_name == "runbook" and not dep.paused, name
+        assert dep.pull_steps == deployed[name]["pull_steps"], name
+        assert dep.entrypoint == deployed[name]["entrypoint"], name
