@@ -30,7 +30,7 @@ from tasks.health import check_app_health
 from tasks.metrics import measure_metrics
 from tasks.postgres import diagnose_database, plan_for, terminate_backends, vacuum_tables
 from tasks.slack import post_slack_message
-from tasks.supabase import raise_auth_rate_limits
+from tasks.supabase import raise_auth_rate_limits, redeploy_function
 from tasks.vercel import rollback_deployment, verify_production
 
 VERIFY_WINDOW_S = 30.0
@@ -296,11 +296,73 @@ async def db_degradation(rt: Runtime, inc: Incident, report: PhaseReport) -> boo
     return acted
 
 
+async def edge_timeouts(rt: Runtime, inc: Incident, report: PhaseReport) -> bool:
+    """Redeploy the last good version (the kept source of the version before) of each timing-out
+    function, and check it answers."""
+    supa = rt.systems.get("supabase")
+    if supa is None:
+        skip(rt, report, "supabase", "function redeploy")
+        return False
+    slow = sorted((inc.diagnosis or {}).get("findings", {}).get("function_timeouts") or {})
+    fixed = 0
+    for slug in slow:
+        async with supa.get_client() as client:
+            current = await attempt(
+                rt, report, f"read {slug}", client.get_function(supa.project_ref, slug)
+            )
+        if current is None:
+            continue
+        snap = await asyncio.to_thread(
+            rt.ledger.previous_function_snapshot, supa.project_ref, slug, current.version
+        )
+        if snap is None:
+            report.found.append(
+                f"{slug}: no kept source older than version {current.version}; redeploy by hand"
+            )
+            continue
+        plan = f"redeploy {slug} with the source of version {snap.version} (now {current.version})"
+        if not await allowed(
+            rt, inc, "redeploy_function", plan, report, target=f"supabase:{supa.project_ref}:{slug}"
+        ):
+            continue
+        result = await attempt(
+            rt,
+            report,
+            f"redeploy {slug}",
+            redeploy_function(
+                ctx_for(rt, inc.id), supa, slug, snap.version, snap.body, snap.entrypoint_path
+            ),
+        )
+        if result is None:
+            continue
+        report.done.append(
+            f"{slug}: source of v{snap.version} redeployed as v{result['new_version']} "
+            f"({result['status']}); direct call {'ok' if result['probe_ok'] else 'FAILING'}"
+        )
+        if result["status"] == "applied" and result["probe_ok"]:
+            fixed += 1
+    if fixed < len(slow) or not slow:
+        steps = "; ".join(checklist("edge-timeouts"))
+        await send_escalation(
+            rt,
+            inc,
+            escalate(
+                rt.policy,
+                inc,
+                "needs_human",
+                f"edge-function timeouts not all fixed; by hand: {steps}",
+            ),
+            Phase.MITIGATE,
+        )
+    return bool(slow) and fixed == len(slow)
+
+
 PLAYBOOKS = {
     "bad-deploy": bad_deploy,
     "high-error-rate": high_error_rate,
     "auth-failure": auth_failure,
     "db-degradation": db_degradation,
+    "edge-timeouts": edge_timeouts,
 }
 
 

@@ -16,7 +16,12 @@ from runbook.playbooks.diagnosis import TriageFindings, diagnose
 from runbook.thresholds import reading_values
 from tasks.metrics import measure_metrics
 from tasks.postgres import test_database_connection
-from tasks.supabase import summarize_auth_logs, summarize_errors, summarize_function_logs
+from tasks.supabase import (
+    probe_functions,
+    summarize_auth_logs,
+    summarize_errors,
+    summarize_function_logs,
+)
 from tasks.tickets import recent_commits
 from tasks.vercel import list_production_deployments
 
@@ -67,6 +72,7 @@ async def gather_evidence(rt: Runtime, inc: Incident, report: PhaseReport) -> di
         skip(rt, report, "postgres", "database connection test")
     if sys.get("supabase") is not None:
         steps["functions"] = summarize_function_logs(sys.get("supabase"), window_min)
+        steps["probes"] = probe_functions(sys.get("supabase"))
         steps["auth"] = summarize_auth_logs(sys.get("supabase"), window_min)
         steps["errors"] = summarize_errors(sys.get("supabase"), window_min)
     else:
@@ -75,6 +81,15 @@ async def gather_evidence(rt: Runtime, inc: Incident, report: PhaseReport) -> di
         *(attempt(rt, report, k, s, escalate_on_4xx=False) for k, s in steps.items())
     )
     return {k: v for k, v in zip(steps, results, strict=True) if v is not None}
+
+
+def _timeouts(logs: dict[str, Any], probes: dict[str, dict[str, Any]]) -> dict[str, int]:
+    """Timeouts per function: from the logs, plus one for each direct call that failed."""
+    out = {k: int(v) for k, v in (logs.get("timeouts") or {}).items() if v}
+    for slug, probe in probes.items():
+        if not probe["ok"] and (probe["timed_out"] or (probe["status_code"] or 0) >= 500):
+            out[slug] = out.get(slug, 0) + 1
+    return out
 
 
 def findings_from(inc: Incident, ev: dict[str, Any], detected_at: datetime) -> TriageFindings:
@@ -101,7 +116,7 @@ def findings_from(inc: Incident, ev: dict[str, Any], detected_at: datetime) -> T
         db_latency_ms=db.get("latency_ms"),
         long_running_queries=db.get("long_running", 0),
         db_connection_pct=db.get("connections_pct"),
-        function_timeouts={k: v for k, v in (fn.get("timeouts") or {}).items() if v},
+        function_timeouts=_timeouts(fn, ev.get("probes") or {}),
         function_success_pct=fn.get("success_pct"),
         error_types=(ev.get("errors") or {}).get("by_type", {}),
     )

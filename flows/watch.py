@@ -11,11 +11,14 @@ import asyncio
 from typing import Any
 
 from prefect import flow
+from prefect.logging import get_run_logger
 
 from flows.common import send_escalation
 from flows.runtime import Options, build_runtime
+from runbook.errors import RunbookError
 from runbook.models import Phase
 from runbook.sla import breach_reason, check_overrun, escalate
+from tasks.supabase import snapshot_functions
 
 
 @flow(name="watch", flow_run_name="watch")
@@ -54,4 +57,12 @@ async def watch(options: Options | None = None) -> dict[str, Any]:
             escalated.append(
                 {"incident_id": inc.id, "kind": "resolution_overrun", "reason": overrun.reason}
             )
-    return {"escalated": escalated}
+    snapshots: dict[str, Any] = {}
+    supa = rt.systems.get("supabase")
+    if supa is not None:
+        # keep each edge function's source while it is healthy: the edge-timeouts playbook redeploys it
+        try:
+            snapshots = await snapshot_functions(supa, options.ledger_url)
+        except RunbookError as exc:
+            get_run_logger().warning("could not snapshot edge functions: %s", exc)
+    return {"escalated": escalated, "snapshots": snapshots}

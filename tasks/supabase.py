@@ -130,3 +130,95 @@ async def raise_auth_rate_limits(
         "already_done": outcome.already_done,
         "changes": changes,
     }
+
+
+def _entrypoint(path: str | None) -> str:
+    """The file name the deploy API expects: the last part of the function's entrypoint path."""
+    return (path or "index.ts").rstrip("/").rsplit("/", 1)[-1] or "index.ts"
+
+
+@task(name="snapshot-functions", **VENDOR_TASK)
+async def snapshot_functions(
+    project: SupabaseProject, ledger_url: str | None = None
+) -> dict[str, Any]:
+    """Keep each function's current source in the ledger (the watcher runs this every minute), so
+    the edge-timeouts playbook can redeploy the version before a bad one."""
+    from flows.runtime import get_ledger
+
+    ledger = get_ledger(ledger_url)
+    saved = []
+    async with project.get_client() as client:
+        for fn in await client.list_functions(project.project_ref):
+            if fn.status != "ACTIVE":
+                continue
+            body = await client.get_function_body(project.project_ref, fn.slug)
+            if ledger.save_function_snapshot(
+                project.project_ref, fn.slug, fn.version, body, _entrypoint(fn.entrypoint_path)
+            ):
+                saved.append(f"{fn.slug}@{fn.version}")
+    return {"saved": saved}
+
+
+@task(name="redeploy-function", **VENDOR_TASK)
+async def redeploy_function(
+    ctx: ActionContext,
+    project: SupabaseProject,
+    slug: str,
+    version: int,
+    body: bytes,
+    entrypoint: str,
+) -> dict[str, Any]:
+    """Redeploy the kept source of ``slug``'s ``version`` as a new version, once per incident and
+    version, then call the function directly to check it answers."""
+    ref = project.project_ref
+
+    async def apply() -> dict[str, Any]:
+        async with project.get_client() as client:
+            fn = await client.deploy_function(
+                ref, slug, {entrypoint: body}, entrypoint_path=entrypoint
+            )
+        return {"slug": slug, "from_source_of": version, "new_version": fn.version}
+
+    outcome = await ctx.act(
+        "redeploy_function",
+        f"supabase:{ref}:{slug}",
+        {"slug": slug, "source_of_version": version, "bytes": len(body)},
+        apply,
+        key=ctx.key("redeploy_function", f"{ref}:{slug}", str(version)),
+    )
+    probe = None
+    if outcome.status.value == "applied":
+        async with project.get_data_client() as data:
+            probe = await data.invoke_function(slug, {"runbook_check": True})
+    return {
+        "status": outcome.status.value,
+        "already_done": outcome.already_done,
+        "new_version": outcome.result.get("new_version"),
+        "probe_ok": None if probe is None else probe.ok,
+        "probe_ms": None if probe is None else round(probe.latency_ms, 1),
+    }
+
+
+@task(name="probe-functions", **VENDOR_TASK)
+async def probe_functions(project: SupabaseProject) -> dict[str, dict[str, Any]]:
+    """Call every active edge function directly with the runbook's test payload ``{"test": true}``,
+    concurrently; a timeout or 5xx is a finding, not an error."""
+    import asyncio
+
+    async with project.get_client() as client:
+        functions = [
+            f for f in await client.list_functions(project.project_ref) if f.status == "ACTIVE"
+        ]
+    async with project.get_data_client() as data:
+        probes = await asyncio.gather(
+            *(data.invoke_function(f.slug, {"test": True}) for f in functions)
+        )
+    return {
+        f.slug: {
+            "ok": p.ok,
+            "status_code": p.status_code,
+            "latency_ms": round(p.latency_ms, 1),
+            "timed_out": p.timed_out,
+        }
+        for f, p in zip(functions, probes, strict=True)
+    }

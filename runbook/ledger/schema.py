@@ -213,3 +213,19 @@ dead_letters = sa.Table(
     sa.Column("raw_body", sa.LargeBinary, nullable=False),
     sa.Index(None, "received_at"),
 )
+
+# the source of each edge-function version seen while healthy: the Management API serves only the
+# current body, so this is what "redeploy the last good version" redeploys
+function_snapshots = sa.Table(
+    "function_snapshots",
+    metadata,
+    sa.Column("id", ID, primary_key=True, autoincrement=True),
+    sa.Column("project_ref", sa.String(64), nullable=False),
+    sa.Column("slug", sa.String(200), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("entrypoint_path", sa.String(500), nullable=False),
+    sa.Column("body", sa.LargeBinary, nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("taken_at", UTCDateTime, nullable=False),
+    sa.UniqueConstraint("project_ref", "slug", "version"),
+)

@@ -11,6 +11,7 @@ AUTOMATED = {
     "high-error-rate": "roll back when the rise followed a deploy; otherwise hand over the error summary",
     "auth-failure": "check key expiry; raise the auth rate limits when 429s dominate",
     "db-degradation": "stop long-running backends (never protected ones), vacuum bloated tables",
+    "edge-timeouts": "redeploy the last good version of each timing-out function, then call it",
 }
 
 CHECKLISTS: dict[str, list[str]] = {

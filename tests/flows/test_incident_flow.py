@@ -420,3 +420,45 @@ def test_second_rollback_of_a_project_within_the_interval_is_held_back(
         e for e in ledger.timeline(second) if e.kind == "escalation" and "held back" in e.message
     ]
     assert held and f"INC-{first}" in held[0].message
+
+
+AUTO_EDGE_POLICY = """
+[monitoring]
+recurrence_watch = "1m"
+[actions.redeploy_function]
+P1 = "auto"
+"""
+
+
+def test_edge_timeouts_redeploy_the_last_good_version(world, options, flow_env, tmp_path) -> None:
+    """A slow function version is diagnosed from its timeouts; the kept source of the version before
+    is redeployed once, the function answers again, and the incident resolves."""
+    from runbook.sandbox import supabase as sb_supabase
+    from tasks.supabase import snapshot_functions
+
+    policy = tmp_path / "edge.toml"
+    policy.write_text(AUTO_EDGE_POLICY)
+    opts = options.model_copy(update={"policy_path": str(policy)})
+    project = asyncio.run(__import__("blocks").SupabaseProject.aload("production"))
+    saved = asyncio.run(
+        snapshot_functions(project, opts.ledger_url)
+    )  # what the watcher does each minute
+    assert saved["saved"]
+    apply_scenario(world, "edge-timeouts")
+    assert sb_supabase.slow_functions(world) == {"transcribe"}
+    incident_id = open_incident(
+        opts, summary="Transcription requests time out", severity=Severity.P1
+    )
+    summary = asyncio.run(incident_response(incident_id=incident_id, options=opts))
+
+    ledger = get_ledger(opts.ledger_url)
+    timeline = "\n".join(f"{e.kind}: {e.message}" for e in ledger.timeline(incident_id))
+    assert ledger.get_incident(incident_id).scenario == "edge-timeouts", timeline
+    deploys = [
+        r
+        for r in sandbox_requests(flow_env, "supabase", r"/functions/deploy")
+        if r["method"] == "POST"
+    ]
+    assert len(deploys) == 1, timeline
+    assert sb_supabase.slow_functions(world) == set()
+    assert summary["resolved"] is True, timeline
