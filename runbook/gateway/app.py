@@ -1,0 +1,257 @@
+"""The gateway's ASGI app: ``POST /hooks/<sender>``, ``GET /healthz``, ``GET /metrics``.
+
+Per request: size and content type, authenticity, parse, then one group commit (raw body, alerts,
+incidents and outbox rows together) and only then the 2xx. Answers: 202 stored, 200 a redelivery
+that changed nothing, 400 with the reason (raw body kept as a dead letter), 401/403 auth, 413 too
+large, 415 not JSON, 503 ledger down (with Retry-After, so Alertmanager and Datadog retry). Nothing
+a client sends leads to a 500.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from runbook.clock import Clock, SystemClock
+from runbook.errors import LedgerError, LedgerUnavailableError
+from runbook.gateway.auth import AuthFailure, authenticate
+from runbook.gateway.committer import GroupCommitter
+from runbook.gateway.config import GatewayConfig
+from runbook.gateway.dispatcher import Dispatcher, Launcher
+from runbook.gateway.lifecycle import FlapTracker, settle_incident
+from runbook.gateway.metrics import GatewayMetrics
+from runbook.gateway.parsers import PARSERS, ParseError
+from runbook.gateway.parsers._common import sanitize
+from runbook.ledger import AlertIntake, AlertOutcome, Ledger
+from runbook.models import AlertStatus
+
+log = logging.getLogger("runbook.gateway")
+RETRY_AFTER_S = "5"
+JSON_TYPES = ("application/json", "text/json", "application/vnd.pagerduty")
+
+
+class TooLarge(Exception):
+    """The body is over the configured limit."""
+
+
+def _json(status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(payload), status, headers, media_type="application/json")
+
+
+class Gateway:
+    """The gateway's state: ledger, config, group commit, dispatcher, flap tracker, metrics.
+
+    Args:
+        ledger: the open ledger.
+        config: secrets and limits.
+        launcher: launches an incident's flow run; None turns the dispatcher off.
+        clock: the time source (Grafana's replay window, flapping).
+    """
+
+    def __init__(
+        self, ledger: Ledger, config: GatewayConfig, launcher: Launcher | None, clock: Clock
+    ) -> None:
+        self.ledger = ledger
+        self.config = config
+        self.clock = clock
+        self.metrics = GatewayMetrics()
+        self.committer = GroupCommitter(
+            ledger, batch_max=config.batch_max, wait_s=config.batch_wait_s
+        )
+        self.dispatcher = Dispatcher(ledger, launcher) if launcher is not None else None
+        self.flaps = FlapTracker(config.flap_window, config.flap_changes)
+        self._background: set[asyncio.Task[Any]] = set()
+        self._started = False
+
+    def start(self) -> None:
+        """Start the group commit and the dispatcher on the running loop (idempotent)."""
+        if not self._started:
+            self._started = True
+            self.committer.start()
+            if self.dispatcher is not None:
+                self.dispatcher.start()
+
+    async def stop(self) -> None:
+        """Commit what is queued, finish follow-ups, stop the dispatcher."""
+        await self.committer.stop()
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+        if self.dispatcher is not None:
+            await self.dispatcher.stop()
+
+    async def _body(self, request: Request) -> bytes:
+        limit = self.config.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise TooLarge
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise TooLarge
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def handle(self, request: Request, source: str) -> Response:
+        """One delivery from ``source``, answered only after it is durable (or refused)."""
+        started = time.perf_counter()
+        self.start()
+        response = await self._handle(request, source)
+        self.metrics.latency.labels(source, str(response.status_code)).observe(
+            time.perf_counter() - started
+        )
+        return response
+
+    async def _handle(self, request: Request, source: str) -> Response:
+        content_type = request.headers.get("content-type", "")
+        if not content_type.lower().startswith(JSON_TYPES):
+            return self._refuse(source, 415, "unsupported_media_type",
+                                "send the body as application/json")  # fmt: skip
+        try:
+            body = await self._body(request)
+        except TooLarge:
+            return self._refuse(source, 413, "too_large",
+                                f"the body is over {self.config.max_body_bytes} bytes")  # fmt: skip
+        try:
+            authenticate(source, request.headers, body, self.config, self.clock.now())
+        except AuthFailure as failure:
+            return self._refuse(source, failure.status, "unauthorized", failure.reason)
+        try:
+            alerts = [sanitize(a) for a in PARSERS[source](body, request.headers)]
+        except ParseError as error:
+            await self._dead_letter(source, str(error), body, request)
+            return self._refuse(source, 400, "bad_request", str(error))
+        if not alerts:
+            return _json(200, {"status": "ignored", "reason": "no alert in this delivery"})
+        now = self.clock.now()
+        flapping = {a.dedup_key for a in alerts if self.flaps.observe(a, now)}
+        # the raw body goes with the first alert only: a body of many alerts is stored once
+        alerts[0].raw_body = body
+        try:
+            outcomes = await self.committer.submit([AlertIntake(alert=a) for a in alerts])
+        except LedgerUnavailableError as error:
+            log.warning("ledger unavailable, answering 503: %s", error)
+            self.metrics.received.labels(source, "unavailable").inc(len(alerts))
+            return _json(503, {"error": "ledger_unavailable", "detail": "retry later"},
+                         {"Retry-After": RETRY_AFTER_S})  # fmt: skip
+        except LedgerError as error:
+            await self._dead_letter(source, f"the ledger refused it: {error}", body, request)
+            return self._refuse(source, 400, "bad_request", f"the ledger refused it: {error}")
+        return self._accepted(source, alerts, outcomes, flapping)
+
+    def _accepted(
+        self, source: str, alerts: list[Any], outcomes: list[AlertOutcome], flapping: set[str]
+    ) -> Response:
+        opened = [o.incident_id for o in outcomes if o.opened]
+        dups = sum(1 for o in outcomes if o.duplicate)
+        attached = sum(1 for o in outcomes if o.attached)
+        other = len(outcomes) - len(opened) - dups - attached
+        self.metrics.count_outcomes(source, len(opened), attached, dups, other)
+        if opened and self.dispatcher is not None:
+            self.dispatcher.wake()
+        settle = {
+            o.incident_id: alert.dedup_key in flapping
+            for alert, o in zip(alerts, outcomes, strict=True)
+            if alert.status == AlertStatus.RESOLVED
+            and o.incident_id is not None
+            and not o.duplicate
+        }
+        for incident_id, flaps in settle.items():
+            self._follow_up(incident_id, flaps)
+        payload = {
+            "status": "duplicate" if dups == len(outcomes) else "accepted",
+            "alerts": len(outcomes),
+            "duplicates": dups,
+            "opened": opened,
+            "incidents": sorted({o.incident_id for o in outcomes if o.incident_id is not None}),
+        }
+        return _json(200 if dups == len(outcomes) else 202, payload)
+
+    def _follow_up(self, incident_id: int, flapping: bool) -> None:
+        task = asyncio.get_running_loop().create_task(
+            asyncio.to_thread(settle_incident, self.ledger, incident_id,
+                              auto_resolve=self.config.auto_resolve, flapping=flapping)
+        )  # fmt: skip
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _refuse(self, source: str, status: int, error: str, reason: str) -> Response:
+        self.metrics.received.labels(source, error).inc()
+        return _json(status, {"error": error, "detail": reason})
+
+    async def _dead_letter(self, source: str, reason: str, body: bytes, request: Request) -> None:
+        try:
+            await asyncio.to_thread(self.ledger.dead_letter, source, reason, body, request.headers)
+        except LedgerError as error:  # the 400 stands; the sender's own logs keep the body
+            log.warning("could not keep a dead letter from %s: %s", source, error)
+
+    async def healthz(self, request: Request) -> Response:
+        """200 with the outbox figures when the ledger answers, else 503."""
+        try:
+            stats = await asyncio.to_thread(self.ledger.outbox_stats)
+        except LedgerError as error:
+            return _json(503, {"status": "ledger_unavailable", "detail": str(error)})
+        return _json(200, {"status": "ok", "ledger": self.ledger.describe(), "outbox": stats})
+
+    async def metrics_page(self, request: Request) -> Response:
+        """Prometheus text exposition."""
+        stats: dict[str, object] | None
+        try:
+            stats = await asyncio.to_thread(self.ledger.outbox_stats)
+        except LedgerError:
+            stats = None
+        text = self.metrics.render(stats, self.committer.commits)
+        return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+def create_app(
+    ledger: Ledger,
+    config: GatewayConfig | None = None,
+    *,
+    launcher: Launcher | None = None,
+    clock: Clock | None = None,
+) -> Starlette:
+    """Build the gateway app over an open ledger.
+
+    Args:
+        ledger: where alerts, incidents and the outbox live.
+        config: secrets and limits (default: from the environment).
+        launcher: launches an incident's flow (e.g. ``dispatcher.prefect_launch``); None: no dispatcher.
+        clock: the time source (default: real time).
+
+    Returns:
+        The Starlette app; ``app.state.gateway`` is its Gateway.
+    """
+    gateway = Gateway(ledger, config or GatewayConfig.from_env(), launcher, clock or SystemClock())
+
+    def hook(source: str) -> Any:
+        async def endpoint(request: Request) -> Response:
+            return await gateway.handle(request, source)
+
+        return endpoint
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        gateway.start()
+        yield
+        await gateway.stop()
+
+    routes = [Route(f"/hooks/{s}", hook(s), methods=["POST"]) for s in PARSERS]
+    routes += [
+        Route("/healthz", gateway.healthz, methods=["GET"]),
+        Route("/metrics", gateway.metrics_page, methods=["GET"]),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.gateway = gateway
+    return app

@@ -1,0 +1,142 @@
+"""The outbox dispatcher: launch each opened incident's flow run, retrying while Prefect is away.
+
+The ledger writes a ``launch_incident`` outbox row in the same transaction that opens an incident;
+this drains them. A launch is ``run_deployment("incident-response/runbook", timeout=0,
+idempotency_key="incident-<id>")``, so a launch retried after a crash (or by two dispatchers) makes
+one flow run. Failures back off exponentially (capped) and stay in the outbox: nothing is lost while
+Prefect is down, and the sender already got its 202.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+from runbook.errors import LedgerError
+from runbook.ledger import LAUNCH_INCIDENT, Ledger
+
+INCIDENT_DEPLOYMENT = "incident-response/runbook"
+log = logging.getLogger("runbook.gateway")
+
+T = TypeVar("T")
+Launcher = Callable[[int], Awaitable[None]]
+
+
+async def prefect_launch(incident_id: int) -> None:
+    """Launch the incident flow for ``incident_id`` on the configured Prefect API.
+
+    Raises:
+        Exception: whatever Prefect's client raises (unreachable API, missing deployment ...).
+    """
+    from prefect.deployments.flow_runs import arun_deployment
+
+    await arun_deployment(
+        INCIDENT_DEPLOYMENT,
+        parameters={"incident_id": incident_id},
+        timeout=0,
+        idempotency_key=f"incident-{incident_id}",
+        as_subflow=False,
+    )
+
+
+class Dispatcher:
+    """Drain ``launch_incident`` outbox rows through a launcher.
+
+    Args:
+        ledger: the open ledger.
+        launcher: ``async (incident_id) -> None``; raises when the launch did not happen.
+        poll_s: how often to look at the outbox when nobody wakes the dispatcher.
+        backoff_s: the first retry delay; it doubles per attempt up to ``max_backoff_s``.
+        max_backoff_s: the longest delay between tries.
+    """
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        launcher: Launcher = prefect_launch,
+        *,
+        poll_s: float = 1.0,
+        backoff_s: float = 0.5,
+        max_backoff_s: float = 30.0,
+    ) -> None:
+        self.ledger = ledger
+        self.launcher = launcher
+        self.poll_s = poll_s
+        self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.launched = 0
+        self.failures = 0
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gateway-outbox")
+
+    def wake(self) -> None:
+        """Look at the outbox now (an incident was just opened)."""
+        self._wake.set()
+
+    def start(self) -> None:
+        """Run the dispatch loop on the running event loop."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        """Stop the loop; undelivered rows stay in the outbox for the next start."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self._executor.shutdown(wait=False)
+
+    def delay(self, attempts: int) -> float:
+        """Seconds before the next try after ``attempts`` failed ones."""
+        return float(min(self.max_backoff_s, self.backoff_s * 2 ** max(attempts - 1, 0)))
+
+    async def drain_once(self, limit: int = 50) -> int:
+        """Claim available rows and launch them.
+
+        Args:
+            limit: the most rows to claim.
+
+        Returns:
+            How many launches succeeded.
+        """
+        items = await self._call(self.ledger.outbox_claim, limit)
+        done = 0
+        for item in items:
+            if item.kind != LAUNCH_INCIDENT or item.incident_id is None:
+                continue  # another part of the project owns other kinds; its lease runs out
+            try:
+                await self.launcher(item.incident_id)
+            except Exception as error:  # noqa: BLE001 - any failure means "try again later"
+                self.failures += 1
+                reason = f"{type(error).__name__}: {error}"
+                log.warning(
+                    "launch of incident %s failed, will retry: %s", item.incident_id, reason
+                )
+                await self._call(
+                    self.ledger.outbox_retry, item.id, reason, self.delay(item.attempts)
+                )
+                continue
+            await self._call(self.ledger.outbox_done, item.id)
+            self.launched += 1
+            done += 1
+        return done
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.drain_once()
+            except LedgerError as error:
+                log.warning("outbox unavailable, will retry: %s", error)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.poll_s)
+            self._wake.clear()
+
+    async def _call(self, fn: Callable[..., T], *args: object) -> T:
+        # the ledger's calls are sync and may wait on the database: keep them off the event loop
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)

@@ -1,0 +1,51 @@
+"""``runbook gateway``: serve the alert gateway with uvicorn."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import uvicorn
+
+from runbook.gateway.app import create_app
+from runbook.gateway.config import GatewayConfig
+from runbook.gateway.dispatcher import INCIDENT_DEPLOYMENT, prefect_launch
+from runbook.ledger import open_ledger
+
+log = logging.getLogger("runbook.gateway")
+
+
+def run(
+    host: str, port: int, insecure_no_auth: bool, ledger_url: str | None, prefect: bool
+) -> None:
+    """Serve the gateway until interrupted.
+
+    Args:
+        host: the interface to listen on.
+        port: the TCP port.
+        insecure_no_auth: accept unauthenticated requests on every route (local drills only).
+        ledger_url: the ledger (default ``RUNBOOK_LEDGER_URL``, else ``$RUNBOOK_HOME/ledger.db``).
+        prefect: launch each opened incident's flow run through Prefect; False only stores.
+
+    Raises:
+        LedgerUnavailableError: the ledger cannot be reached at start.
+    """
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    config = GatewayConfig.from_env(insecure_no_auth=insecure_no_auth)
+    if insecure_no_auth:
+        print(
+            "WARNING: --insecure-no-auth: the gateway accepts UNAUTHENTICATED alerts on every "
+            "route. Use this for local drills only, never on a reachable interface.",
+            file=sys.stderr,
+        )
+    else:
+        for name in config.missing_secrets():
+            log.warning("%s is not set: the routes that need it refuse every request", name)
+    with open_ledger(ledger_url) as ledger:
+        log.info("ledger: %s", ledger.describe())
+        log.info(
+            "incident launches: %s",
+            f"run_deployment({INCIDENT_DEPLOYMENT!r})" if prefect else "off (--no-prefect)",
+        )
+        app = create_app(ledger, config, launcher=prefect_launch if prefect else None)
+        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
