@@ -14,6 +14,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -23,7 +24,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from runbook.clock import Clock, SystemClock
-from runbook.errors import LedgerError, LedgerUnavailableError
+from runbook.errors import InvalidTransition, LedgerError, LedgerUnavailableError
 from runbook.gateway.auth import AuthFailure, authenticate
 from runbook.gateway.committer import GroupCommitter
 from runbook.gateway.config import GatewayConfig
@@ -33,7 +34,7 @@ from runbook.gateway.metrics import GatewayMetrics
 from runbook.gateway.parsers import PARSERS, ParseError
 from runbook.gateway.parsers._common import sanitize
 from runbook.ledger import AlertIntake, AlertOutcome, Ledger
-from runbook.models import AlertStatus
+from runbook.models import Alert, AlertStatus, IncidentStatus
 
 log = logging.getLogger("runbook.gateway")
 RETRY_AFTER_S = "5"
@@ -70,7 +71,8 @@ class Gateway:
         )
         self.dispatcher = Dispatcher(ledger, launcher) if launcher is not None else None
         self.flaps = FlapTracker(config.flap_window, config.flap_changes)
-        self._background: set[asyncio.Task[Any]] = set()
+        # key -> (incident, when) for incidents this gateway auto-resolved (flapping reopens them)
+        self._auto_resolved: dict[str, tuple[int, datetime]] = {}
         self._started = False
 
     def start(self) -> None:
@@ -82,10 +84,8 @@ class Gateway:
                 self.dispatcher.start()
 
     async def stop(self) -> None:
-        """Commit what is queued, finish follow-ups, stop the dispatcher."""
+        """Commit what is queued, then stop the dispatcher."""
         await self.committer.stop()
-        if self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
         if self.dispatcher is not None:
             await self.dispatcher.stop()
 
@@ -136,6 +136,8 @@ class Gateway:
             return _json(200, {"status": "ignored", "reason": "no alert in this delivery"})
         now = self.clock.now()
         flapping = {a.dedup_key for a in alerts if self.flaps.observe(a, now)}
+        if flapping and self._auto_resolved:
+            await self._reopen_flapping(alerts, flapping, now)
         # the raw body goes with the first alert only: a body of many alerts is stored once
         alerts[0].raw_body = body
         try:
@@ -148,11 +150,17 @@ class Gateway:
         except LedgerError as error:
             await self._dead_letter(source, f"the ledger refused it: {error}", body, request)
             return self._refuse(source, 400, "bad_request", f"the ledger refused it: {error}")
-        return self._accepted(source, alerts, outcomes, flapping)
+        response = self._accepted(source, outcomes)
+        settle = {
+            o.incident_id: (alert.dedup_key, alert.dedup_key in flapping)
+            for alert, o in zip(alerts, outcomes, strict=True)
+            if alert.status == AlertStatus.RESOLVED and o.incident_id is not None and not o.duplicate
+        }  # fmt: skip
+        if settle:
+            await self._settle(settle)
+        return response
 
-    def _accepted(
-        self, source: str, alerts: list[Any], outcomes: list[AlertOutcome], flapping: set[str]
-    ) -> Response:
+    def _accepted(self, source: str, outcomes: list[AlertOutcome]) -> Response:
         opened = [o.incident_id for o in outcomes if o.opened]
         dups = sum(1 for o in outcomes if o.duplicate)
         attached = sum(1 for o in outcomes if o.attached)
@@ -160,15 +168,6 @@ class Gateway:
         self.metrics.count_outcomes(source, len(opened), attached, dups, other)
         if opened and self.dispatcher is not None:
             self.dispatcher.wake()
-        settle = {
-            o.incident_id: alert.dedup_key in flapping
-            for alert, o in zip(alerts, outcomes, strict=True)
-            if alert.status == AlertStatus.RESOLVED
-            and o.incident_id is not None
-            and not o.duplicate
-        }
-        for incident_id, flaps in settle.items():
-            self._follow_up(incident_id, flaps)
         payload = {
             "status": "duplicate" if dups == len(outcomes) else "accepted",
             "alerts": len(outcomes),
@@ -178,13 +177,32 @@ class Gateway:
         }
         return _json(200 if dups == len(outcomes) else 202, payload)
 
-    def _follow_up(self, incident_id: int, flapping: bool) -> None:
-        task = asyncio.get_running_loop().create_task(
-            asyncio.to_thread(settle_incident, self.ledger, incident_id,
-                              auto_resolve=self.config.auto_resolve, flapping=flapping)
-        )  # fmt: skip
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+    async def _settle(self, settle: dict[int, tuple[str, bool]]) -> None:
+        # after the commit, before the answer: only for resolved alerts, and deterministic
+        for incident_id, (key, flaps) in settle.items():
+            result = await asyncio.to_thread(
+                settle_incident, self.ledger, incident_id,
+                auto_resolve=self.config.auto_resolve, flapping=flaps,
+            )  # fmt: skip
+            if result == "resolved":
+                self._auto_resolved[key] = (incident_id, self.clock.now())
+
+    async def _reopen_flapping(
+        self, alerts: list[Alert], flapping: set[str], now: datetime
+    ) -> None:
+        """A flapping key fired again after we auto-resolved its incident: reopen that one."""
+        for alert in alerts:
+            key = alert.dedup_key
+            if alert.status != AlertStatus.FIRING or key not in flapping:
+                continue
+            resolved = self._auto_resolved.pop(key, None)
+            if resolved is None or now - resolved[1] > self.config.flap_window:
+                continue
+            with contextlib.suppress(InvalidTransition, LedgerError):
+                await asyncio.to_thread(
+                    self.ledger.transition, resolved[0], IncidentStatus.TRIAGING,
+                    actor="gateway", reason="flapping: it fired again within the flap window",
+                )  # fmt: skip
 
     def _refuse(self, source: str, status: int, error: str, reason: str) -> Response:
         self.metrics.received.labels(source, error).inc()

@@ -50,7 +50,8 @@ class GatewayConfig:
         batch_max: the most alerts in one group commit.
         batch_wait_s: how long a commit waits for company once the ledger is free.
         flap_window: firing/resolved changes of one key within this window count as flapping.
-        flap_changes: this many status changes within the window mark the key as flapping.
+        flap_changes: this many status changes within the window mark the key as flapping
+            (2: it fired again after resolving).
         auto_resolve: the policy's ``auto_resolve_on_alerts_resolved``.
     """
 
@@ -65,7 +66,7 @@ class GatewayConfig:
     batch_max: int = 1024
     batch_wait_s: float = 0.0005
     flap_window: timedelta = timedelta(minutes=10)
-    flap_changes: int = 3
+    flap_changes: int = 2
     auto_resolve: bool = False
 
     @classmethod

@@ -30,7 +30,7 @@ class FlapTracker:
         changes: this many changes within the window is flapping.
     """
 
-    def __init__(self, window: timedelta, changes: int = 3) -> None:
+    def __init__(self, window: timedelta, changes: int = 2) -> None:
         self.window = window
         self.changes = changes
         self._last: dict[str, AlertStatus] = {}

@@ -63,7 +63,9 @@ def grafana(fp: str = "gfp1", status: str = "firing") -> bytes:
     return json.dumps(doc).encode()
 
 
-def grafana_headers(body: bytes, ts: str | None = None, secret: str = GRAFANA_SECRET) -> dict[str, str]:
+def grafana_headers(
+    body: bytes, ts: str | None = None, secret: str = GRAFANA_SECRET
+) -> dict[str, str]:
     """Grafana's HMAC headers (with the optional timestamp)."""
     headers = {"content-type": "application/json",
                "x-grafana-alerting-signature": sign(secret, body, ts)}  # fmt: skip
@@ -75,7 +77,7 @@ def grafana_headers(body: bytes, ts: str | None = None, secret: str = GRAFANA_SE
 def pagerduty(event_type: str = "incident.triggered", incident: str = "PGR0VU2",
               event_id: str = "01DEN1HNLBC1VITTUN4OA", urgency: str = "high") -> bytes:  # fmt: skip
     """A PagerDuty v3 webhook body."""
-    doc = {"event": {
+    doc: dict[str, Any] = {"event": {
         "id": event_id, "event_type": event_type, "resource_type": "incident",
         "occurred_at": "2026-03-01T11:58:00.000Z",
         "agent": {"html_url": "https://acme.pagerduty.com/users/PLH1HKV", "id": "PLH1HKV",

@@ -62,7 +62,11 @@ def test_pagerduty_event_uses_webhook_id_and_incident() -> None:
     """A PagerDuty event is keyed by the PD incident; its delivery id is X-Webhook-Id."""
     alert = PARSERS["pagerduty"](p.pagerduty(), {"X-Webhook-Id": "wh-9"})[0]
     resolved = PARSERS["pagerduty"](p.pagerduty("incident.resolved"), {"x-webhook-id": "wh-10"})[0]
-    assert (alert.dedup_key, alert.delivery_id, alert.service) == ("pagerduty:PGR0VU2", "wh-9", "API Service")
+    assert (alert.dedup_key, alert.delivery_id, alert.service) == (
+        "pagerduty:PGR0VU2",
+        "wh-9",
+        "API Service",
+    )
     assert alert.severity_hint == Severity.P1 and alert.status == AlertStatus.FIRING
     assert resolved.status == AlertStatus.RESOLVED and resolved.dedup_key == alert.dedup_key
 
@@ -86,8 +90,14 @@ def test_sentry_metric_alert_and_issue_resources() -> None:
     issue = PARSERS["sentry"](issue_body, {"sentry-hook-resource": "issue", "request-id": "r-2"})[0]
     assert (alert.dedup_key, alert.delivery_id) == ("sentry:metric_alert:6", "r-1")
     assert resolved.status == AlertStatus.RESOLVED
-    assert (issue.dedup_key, issue.service, issue.severity_hint) == ("sentry:issue:42", "api", Severity.P2)
-    installation = PARSERS["sentry"](b'{"action": "created", "data": {}}', {"sentry-hook-resource": "installation"})
+    assert (issue.dedup_key, issue.service, issue.severity_hint) == (
+        "sentry:issue:42",
+        "api",
+        Severity.P2,
+    )
+    installation = PARSERS["sentry"](
+        b'{"action": "created", "data": {}}', {"sentry-hook-resource": "installation"}
+    )
     assert installation == []
     with pytest.raises(ParseError, match="Sentry-Hook-Resource"):
         PARSERS["sentry"](p.sentry_metric_alert(), {})
