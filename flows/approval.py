@@ -24,6 +24,7 @@ async def ask_approval(key: str, wait: timedelta) -> Approval | None:
         answer: Approval = await pause_flow_run(  # type: ignore[misc]
             wait_for_input=Approval,  # type: ignore[arg-type]
             timeout=max(1, int(wait.total_seconds())),
+            poll_interval=1,  # start the approved action within a second of the answer
             key=key,
         )
     except FlowPauseTimeout:

@@ -131,7 +131,9 @@ def test_sla_breach_escalates_on_time_while_the_phase_keeps_running(
     and it still finishes."""
     from runbook.sandbox.core import FaultRule
 
-    world.add_fault(FaultRule(vendor="app", kind="latency", path=r"^/api/health", latency_s=4.0))
+    world.add_fault(
+        FaultRule(vendor="app", kind="latency", path=r"^/api/health", latency_s=4.0, remaining=1)
+    )
     apply_scenario(world, "bad-deploy")
     incident_id = open_incident(options, severity=Severity.P1)  # detect's deadline: 5 min/100 = 3 s
     summary = asyncio.run(incident_response(incident_id=incident_id, options=options))
