@@ -26,21 +26,40 @@ T = TypeVar("T")
 Launcher = Callable[[int], Awaitable[None]]
 
 
-async def prefect_launch(incident_id: int) -> None:
-    """Launch the incident flow for ``incident_id`` on the configured Prefect API.
+class PrefectLauncher:
+    """Launch the incident flow through Prefect's API.
 
-    Raises:
-        Exception: whatever Prefect's client raises (unreachable API, missing deployment ...).
+    Args:
+        api_url: the Prefect API (default: the active profile's ``PREFECT_API_URL``).
+        deployment: ``<flow>/<deployment>`` to launch.
     """
-    from prefect.deployments.flow_runs import arun_deployment
 
-    await arun_deployment(
-        INCIDENT_DEPLOYMENT,
-        parameters={"incident_id": incident_id},
-        timeout=0,
-        idempotency_key=f"incident-{incident_id}",
-        as_subflow=False,
-    )
+    def __init__(self, api_url: str | None = None, deployment: str = INCIDENT_DEPLOYMENT) -> None:
+        self.api_url = api_url
+        self.deployment = deployment
+
+    async def __call__(self, incident_id: int) -> None:
+        """Create the flow run for ``incident_id`` (one per incident, by its idempotency key).
+
+        Raises:
+            Exception: whatever Prefect's client raises (unreachable API, missing deployment ...).
+        """
+        from prefect.client.orchestration import PrefectClient, get_client
+        from prefect.deployments.flow_runs import arun_deployment
+
+        client = PrefectClient(self.api_url) if self.api_url else get_client()
+        async with client:
+            await arun_deployment(
+                self.deployment,
+                client=client,
+                parameters={"incident_id": incident_id},
+                timeout=0,
+                idempotency_key=f"incident-{incident_id}",
+                as_subflow=False,
+            )
+
+
+prefect_launch = PrefectLauncher()
 
 
 class Dispatcher:

@@ -1,0 +1,109 @@
+"""The outbox dispatcher: a fake launcher for the retry logic, and real Prefect down then back."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import httpx
+
+from runbook.clock import ManualClock
+from runbook.gateway import GatewayConfig, create_app
+from runbook.gateway.dispatcher import INCIDENT_DEPLOYMENT, Dispatcher, PrefectLauncher
+from runbook.ledger import Ledger
+from runbook.models import Alert
+from tests.gateway import payloads as p
+
+
+def _open(ledger: Ledger, key: str) -> int:
+    outcome = ledger.record_alert(Alert(source="generic", delivery_id=key, dedup_key=key))
+    assert outcome.incident_id is not None
+    return outcome.incident_id
+
+
+async def test_failed_launch_is_retried_with_backoff_then_done(
+    ledger: Ledger, clock: ManualClock
+) -> None:
+    """A launch that fails stays in the outbox until its backoff passes, then launches once."""
+    attempts: list[int] = []
+
+    async def launcher(incident_id: int) -> None:
+        attempts.append(incident_id)
+        if len(attempts) < 3:
+            raise ConnectionError("prefect is down")
+
+    incident = _open(ledger, "k1")
+    dispatcher = Dispatcher(ledger, launcher, backoff_s=2.0)
+    assert await dispatcher.drain_once() == 0  # attempt 1 fails: retry in 2 s
+    assert await dispatcher.drain_once() == 0 and attempts == [incident]  # not yet due
+    clock.advance(2.1)
+    assert await dispatcher.drain_once() == 0  # attempt 2 fails: retry in 4 s
+    clock.advance(3)
+    assert await dispatcher.drain_once() == 0 and len(attempts) == 2
+    clock.advance(1.1)
+    assert await dispatcher.drain_once() == 1
+    clock.advance(100)
+    assert await dispatcher.drain_once() == 0
+    assert attempts == [incident] * 3 and ledger.outbox_stats()["pending"] == 0
+    await dispatcher.stop()
+
+
+def test_backoff_doubles_and_is_capped(ledger: Ledger) -> None:
+    """Retry delays double per attempt and stop at the cap."""
+    dispatcher = Dispatcher(ledger, backoff_s=0.5, max_backoff_s=30)
+    assert [dispatcher.delay(n) for n in (1, 2, 3, 10)] == [0.5, 1.0, 2.0, 30.0]
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def _create_deployment(api_url: str) -> None:
+    from prefect.client.orchestration import PrefectClient
+
+    flow_name, name = INCIDENT_DEPLOYMENT.split("/")
+    async with PrefectClient(api_url) as client:
+        flow_id = await client.create_flow_from_name(flow_name)
+        await client.create_deployment(flow_id=flow_id, name=name)
+
+
+async def test_prefect_down_answers_202_and_launches_when_back(
+    ledger: Ledger, clock: ManualClock, config: GatewayConfig, prefect_api: str
+) -> None:
+    """With Prefect unreachable the sender gets 202; once Prefect is back the run is created once."""
+    from prefect.client.orchestration import PrefectClient
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterIdempotencyKey
+
+    await _create_deployment(prefect_api)
+    launcher = PrefectLauncher(api_url=f"http://127.0.0.1:{_closed_port()}/api")
+    app = create_app(ledger, config, launcher=launcher, clock=clock)
+    gateway = app.state.gateway
+    gateway.dispatcher.poll_s = 0.05
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://g") as c:
+        response = await c.post("/hooks/generic", content=p.generic(key="down"), headers=p.bearer())
+    assert response.status_code == 202
+    (incident_id,) = response.json()["opened"]
+    for _ in range(600):
+        if gateway.dispatcher.failures:
+            break
+        await asyncio.sleep(0.05)
+    assert gateway.dispatcher.failures >= 1 and gateway.dispatcher.launched == 0
+    assert ledger.outbox_stats()["pending"] == 1
+
+    launcher.api_url = prefect_api  # Prefect is back
+    clock.advance(60)
+    gateway.dispatcher.wake()
+    for _ in range(400):
+        if gateway.dispatcher.launched:
+            break
+        await asyncio.sleep(0.05)
+    await gateway.stop()
+    assert gateway.dispatcher.launched == 1 and ledger.outbox_stats()["pending"] == 0
+    key = f"incident-{incident_id}"
+    async with PrefectClient(prefect_api) as client:
+        runs = await client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(idempotency_key=FlowRunFilterIdempotencyKey(any_=[key]))
+        )
+    assert len(runs) == 1 and runs[0].parameters == {"incident_id": incident_id}
