@@ -226,6 +226,32 @@ def serve(
     serve_main(limit=limit, poll_seconds=poll)
 
 
+@app.command()
+def gateway(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+    insecure_no_auth: Annotated[
+        bool,
+        typer.Option(
+            "--insecure-no-auth", help="Accept unauthenticated alerts (local drills only)."
+        ),
+    ] = False,
+    no_prefect: Annotated[
+        bool,
+        typer.Option("--no-prefect", help="Store alerts and incidents but launch no flow runs."),
+    ] = False,
+    ledger: LedgerOpt = None,
+) -> None:
+    """Receive alerts (Alertmanager, Grafana, PagerDuty, Datadog, Sentry, generic JSON) and launch
+    one incident-response run per problem."""
+    from runbook.gateway.server import run as run_gateway
+
+    try:
+        run_gateway(host, port, insecure_no_auth, ledger, not no_prefect)
+    except (ConfigError, LedgerError) as exc:
+        raise fail(str(exc)) from None
+
+
 @bench_app.command("mitigate-db")
 def bench_mitigate_db(
     backends: Annotated[int, typer.Option(help="How many long-running sessions to open.")] = 200,
