@@ -92,6 +92,17 @@ def _timeouts(logs: dict[str, Any], probes: dict[str, dict[str, Any]]) -> dict[s
     return out
 
 
+def _error_types(ev: dict[str, Any]) -> dict[str, int]:
+    """Errors by type: from the logs when they have any, else from the app's metrics."""
+    from_logs = (ev.get("errors") or {}).get("by_type") or {}
+    if from_logs:
+        return {k: int(v) for k, v in from_logs.items()}
+    readings = ev.get("metrics")
+    return {
+        k: round(v) for k, v in (readings.errors_by_type if readings else {}).items() if round(v)
+    }
+
+
 def findings_from(inc: Incident, ev: dict[str, Any], detected_at: datetime) -> TriageFindings:
     readings = ev.get("metrics")
     values = reading_values(readings) if readings else {}
@@ -118,7 +129,7 @@ def findings_from(inc: Incident, ev: dict[str, Any], detected_at: datetime) -> T
         db_connection_pct=db.get("connections_pct"),
         function_timeouts=_timeouts(fn, ev.get("probes") or {}),
         function_success_pct=fn.get("success_pct"),
-        error_types=(ev.get("errors") or {}).get("by_type", {}),
+        error_types=_error_types(ev),
     )
 
 

@@ -229,11 +229,24 @@ class Readings(BaseModel):
     edge_function_success: float | None = Field(
         None, description="Fraction of edge-function invocations that succeeded."
     )
+    errors_by_type: dict[str, float] = Field(
+        default_factory=dict,
+        description="Failed requests in the window by error type, when exposed.",
+    )
 
     @property
     def window_seconds(self) -> float:
         """Length of the window in seconds."""
         return (self.window_end - self.window_start).total_seconds()
+
+
+def errors_by_type(before: MetricsSnapshot, after: MetricsSnapshot) -> dict[str, float]:
+    """Growth of ``http_request_errors_total`` per ``type`` label (empty when not exposed)."""
+    kinds = {
+        s.labels["type"] for s in after.select("http_request_errors_total") if "type" in s.labels
+    }
+    grown = {k: increase(before, after, "http_request_errors_total", type=k) for k in sorted(kinds)}
+    return {k: v for k, v in grown.items() if v > 0}
 
 
 def readings_between(before: MetricsSnapshot, after: MetricsSnapshot) -> Readings:
@@ -248,4 +261,5 @@ def readings_between(before: MetricsSnapshot, after: MetricsSnapshot) -> Reading
         availability=availability(before, after),
         db_connection_ratio=db_connection_ratio(after),
         edge_function_success=edge_function_success(before, after),
+        errors_by_type=errors_by_type(before, after),
     )

@@ -464,3 +464,24 @@ def test_edge_timeouts_redeploy_the_last_good_version(world, options, flow_env, 
     assert len(deploys) == 1, timeline
     assert sb_supabase.slow_functions(world) == set()
     assert summary["resolved"] is True, timeline
+
+
+def test_high_error_rate_without_a_deploy_escalates_with_the_error_summary(
+    world, options, flow_env
+) -> None:
+    """Errors rising with no recent deploy are not rolled back: the incident is handed to a person
+    with the errors grouped by type."""
+    apply_scenario(world, "high-error-rate")
+    incident_id = open_incident(options, severity=Severity.P1)
+    summary = asyncio.run(incident_response(incident_id=incident_id, options=options))
+    ledger = get_ledger(options.ledger_url)
+    timeline = "\n".join(f"{e.kind}: {e.message}" for e in ledger.timeline(incident_id))
+    assert ledger.get_incident(incident_id).scenario == "high-error-rate", timeline
+    assert sandbox_requests(flow_env, "vercel", r"/rollback/") == []
+    handed = [
+        e
+        for e in ledger.timeline(incident_id)
+        if e.kind == "escalation" and "without a recent deploy" in e.message
+    ]
+    assert handed and "UpstreamTimeout" in handed[0].message, timeline
+    assert summary["resolved"] is False
