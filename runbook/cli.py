@@ -252,6 +252,25 @@ def gateway(
         raise fail(str(exc)) from None
 
 
+@bench_app.command("ingest")
+def bench_ingest(
+    alerts: Annotated[int, typer.Option(help="Alerts to send.")] = 50000,
+    groups: Annotated[int, typer.Option(help="Distinct problems they belong to.")] = 500,
+    ledger: Annotated[str, typer.Option(help="sqlite or postgres.")] = "sqlite",
+    vs_alertmanager: Annotated[
+        bool,
+        typer.Option("--vs-alertmanager", help="Send the same load to a local Alertmanager too."),
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Drive the gateway over HTTP; throughput, ack latency, incidents and alerts counted in the ledger."""
+    from runbook.bench.ingest import main as bench_main
+
+    if ledger not in ("sqlite", "postgres"):
+        raise fail(f"--ledger must be sqlite or postgres, not {ledger!r}", 2)
+    raise typer.Exit(bench_main(alerts, groups, ledger, as_json, vs_alertmanager))
+
+
 @bench_app.command("mitigate-db")
 def bench_mitigate_db(
     backends: Annotated[int, typer.Option(help="How many long-running sessions to open.")] = 200,
