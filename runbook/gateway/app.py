@@ -29,7 +29,7 @@ from runbook.gateway.auth import AuthFailure, authenticate
 from runbook.gateway.committer import GroupCommitter
 from runbook.gateway.config import GatewayConfig
 from runbook.gateway.dispatcher import Dispatcher, Launcher
-from runbook.gateway.lifecycle import FlapTracker, settle_incident
+from runbook.gateway.lifecycle import MAX_TRACKED_KEYS, FlapTracker, settle_incident
 from runbook.gateway.metrics import GatewayMetrics
 from runbook.gateway.parsers import PARSERS, ParseError
 from runbook.gateway.parsers._common import sanitize
@@ -185,6 +185,8 @@ class Gateway:
                 auto_resolve=self.config.auto_resolve, flapping=flaps,
             )  # fmt: skip
             if result == "resolved":
+                if len(self._auto_resolved) >= MAX_TRACKED_KEYS:
+                    self._auto_resolved.clear()  # memory bound; only delays a flapping reopen
                 self._auto_resolved[key] = (incident_id, self.clock.now())
 
     async def _reopen_flapping(
