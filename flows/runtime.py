@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -100,8 +101,20 @@ class Loaded:
         return self.blocks.get("jira") or self.blocks.get("github")  # type: ignore[return-value]
 
 
+BLOCK_CACHE_S = 30.0
+_block_cache: dict[str, tuple[float, Loaded]] = {}
+
+
 async def load_systems(names: Systems) -> Loaded:
-    """Load every named block concurrently; missing ones are noted, not fatal."""
+    """Load every named block concurrently; missing ones are noted, not fatal.
+
+    The result is kept BLOCK_CACHE_S seconds per process, so the phases of one incident read the
+    blocks once instead of once each; a block edited in the UI is seen within that time.
+    """
+    key = names.model_dump_json()
+    cached = _block_cache.get(key)
+    if cached is not None and time.monotonic() - cached[0] < BLOCK_CACHE_S:
+        return cached[1]
     loaded = Loaded()
 
     async def one(key: str, block_name: str) -> None:
@@ -118,6 +131,7 @@ async def load_systems(names: Systems) -> Loaded:
             )
 
     await asyncio.gather(*(one(k, v) for k, v in names.model_dump().items()))
+    _block_cache[key] = (time.monotonic(), loaded)
     return loaded
 
 
