@@ -223,7 +223,10 @@ def serve(
     """Serve every runbook deployment from this process (no work pool needed) until Ctrl-C."""
     from flows.serve import main as serve_main
 
-    serve_main(limit=limit, poll_seconds=poll)
+    try:
+        serve_main(limit=limit, poll_seconds=poll)
+    except RuntimeError as exc:  # the Prefect API cannot be reached: say so in one line
+        raise fail(str(exc)) from None
 
 
 @app.command()
