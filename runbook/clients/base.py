@@ -16,6 +16,7 @@ import email.utils
 import time
 from collections.abc import Mapping
 from typing import Any, ClassVar, Self
+from urllib.parse import urlsplit
 
 import httpx
 from tenacity import (
@@ -181,3 +182,52 @@ class BaseClient:
             raise self.permanent_error(
                 f"{self.system} answered {method} {url} with a body that is not JSON"
             ) from exc
+
+
+class SecretURLClient(BaseClient):
+    """Base for webhooks whose URL path is itself the credential (Slack incoming webhooks, Teams
+    workflows): it is split off at construction and no message ever names more than the host.
+
+    Subclasses set ``label`` ("Slack webhook") and ``url_field`` (the block field to fix).
+    """
+
+    label: ClassVar[str] = "webhook"
+    url_field: ClassVar[str] = "webhook_url"
+
+    def __init__(
+        self,
+        webhook_url: str,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        transport: httpx.AsyncBaseTransport | None = None,
+        max_retries: int = 2,
+    ) -> None:
+        parts = urlsplit(webhook_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise self.permanent_error(
+                f"the {self.label} URL is not an http(s) URL ({self.url_field})"
+            )
+        self._host = parts.hostname or ""
+        self._target = parts.path + (f"?{parts.query}" if parts.query else "")
+        super().__init__(
+            f"{parts.scheme}://{parts.netloc}",
+            timeout=timeout,
+            transport=transport,
+            max_retries=max_retries,
+        )
+
+    async def _send_once(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        # the base's messages name the path; here the path is the secret, so name the host only
+        try:
+            async with asyncio.timeout(self.timeout):
+                response = await self._http.request(method, url, **kwargs)
+        except (httpx.TimeoutException, TimeoutError) as exc:
+            raise self.transient_error(
+                f"the {self.label} at {self._host} did not answer within {self.timeout} s"
+            ) from exc
+        except httpx.TransportError as exc:
+            raise self.transient_error(
+                f"cannot reach the {self.label} at {self._host}: {type(exc).__name__}"
+            ) from exc
+        self.check_response(response)
+        return response

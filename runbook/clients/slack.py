@@ -11,14 +11,12 @@ a message: errors name only the host.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 from pydantic import BaseModel, ConfigDict
 
-from runbook.clients.base import RETRYABLE_STATUS, BaseClient, parse_retry_after
+from runbook.clients.base import RETRYABLE_STATUS, BaseClient, SecretURLClient, parse_retry_after
 from runbook.errors import SlackPermanentError, SlackTransientError
 
 DEFAULT_BASE_URL = "https://slack.com"
@@ -242,7 +240,7 @@ class SlackClient(BaseClient):
         return SlackChannel.model_validate(data.get("channel") or {})
 
 
-class SlackWebhookClient(BaseClient):
+class SlackWebhookClient(SecretURLClient):
     """Async client of one Slack incoming webhook.
 
     Args:
@@ -259,28 +257,8 @@ class SlackWebhookClient(BaseClient):
     system = "slack"
     transient_error = SlackTransientError
     permanent_error = SlackPermanentError
-
-    def __init__(
-        self,
-        webhook_url: str,
-        *,
-        timeout: float = 10.0,
-        transport: httpx.AsyncBaseTransport | None = None,
-        max_retries: int = 2,
-    ) -> None:
-        parts = urlsplit(webhook_url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise SlackPermanentError(
-                "the Slack webhook URL is not an http(s) URL (Slack.webhook_url)"
-            )
-        self._host = parts.hostname or ""
-        self._target = parts.path + (f"?{parts.query}" if parts.query else "")
-        super().__init__(
-            f"{parts.scheme}://{parts.netloc}",
-            timeout=timeout,
-            transport=transport,
-            max_retries=max_retries,
-        )
+    label = "Slack webhook"
+    url_field = "Slack.webhook_url"
 
     def check_response(self, response: httpx.Response) -> None:
         """Slack's webhook answers are plain-text reasons; map them without the URL."""
@@ -302,22 +280,6 @@ class SlackWebhookClient(BaseClient):
             status_code=status,
             vendor_message=reason,
         )
-
-    async def _send_once(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        # the base's messages name the path; here the path is the secret, so name the host only
-        try:
-            async with asyncio.timeout(self.timeout):
-                response = await self._http.request(method, url, **kwargs)
-        except (httpx.TimeoutException, TimeoutError) as exc:
-            raise SlackTransientError(
-                f"the Slack webhook at {self._host} did not answer within {self.timeout} s"
-            ) from exc
-        except httpx.TransportError as exc:
-            raise SlackTransientError(
-                f"cannot reach the Slack webhook at {self._host}: {type(exc).__name__}"
-            ) from exc
-        self.check_response(response)
-        return response
 
     async def post(self, text: str, blocks: list[dict[str, Any]] | None = None) -> None:
         """Post a message to the webhook's channel.

@@ -7,14 +7,17 @@ are permanent, with Teams' own error code and what to fix.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 
-from runbook.clients.base import RETRYABLE_STATUS, BaseClient, parse_retry_after, vendor_message
+from runbook.clients.base import (
+    RETRYABLE_STATUS,
+    SecretURLClient,
+    parse_retry_after,
+    vendor_message,
+)
 from runbook.errors import TeamsPermanentError, TeamsTransientError
 
 MAX_BYTES = 28 * 1024
@@ -65,7 +68,7 @@ def adaptive_card(
     }
 
 
-class TeamsClient(BaseClient):
+class TeamsClient(SecretURLClient):
     """Async client of one Teams Workflows webhook.
 
     Args:
@@ -82,28 +85,8 @@ class TeamsClient(BaseClient):
     system = "teams"
     transient_error = TeamsTransientError
     permanent_error = TeamsPermanentError
-
-    def __init__(
-        self,
-        webhook_url: str,
-        *,
-        timeout: float = 10.0,
-        transport: httpx.AsyncBaseTransport | None = None,
-        max_retries: int = 2,
-    ) -> None:
-        parts = urlsplit(webhook_url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise TeamsPermanentError(
-                "the Teams webhook URL is not an http(s) URL (Teams.webhook_url)"
-            )
-        self._host = parts.hostname or ""
-        self._target = parts.path + (f"?{parts.query}" if parts.query else "")
-        super().__init__(
-            f"{parts.scheme}://{parts.netloc}",
-            timeout=timeout,
-            transport=transport,
-            max_retries=max_retries,
-        )
+    label = "Teams webhook"
+    url_field = "Teams.webhook_url"
 
     def check_response(self, response: httpx.Response) -> None:
         """Teams' status codes, without the URL."""
@@ -119,22 +102,6 @@ class TeamsClient(BaseClient):
             )
         hint = _HINTS.get(status, "check Teams.webhook_url and the card")
         raise TeamsPermanentError(f"{text} ({hint})", status_code=status, vendor_message=msg)
-
-    async def _send_once(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        # the base's messages name the path and query; here they hold the signature
-        try:
-            async with asyncio.timeout(self.timeout):
-                response = await self._http.request(method, url, **kwargs)
-        except (httpx.TimeoutException, TimeoutError) as exc:
-            raise TeamsTransientError(
-                f"the Teams webhook at {self._host} did not answer within {self.timeout} s"
-            ) from exc
-        except httpx.TransportError as exc:
-            raise TeamsTransientError(
-                f"cannot reach the Teams webhook at {self._host}: {type(exc).__name__}"
-            ) from exc
-        self.check_response(response)
-        return response
 
     async def post(self, payload: dict[str, Any]) -> None:
         """Post a ready-made message payload (``{"type": "message", "attachments": [...]}``).
