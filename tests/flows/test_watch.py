@@ -28,7 +28,7 @@ def test_killed_run_is_escalated_by_the_watcher(world, options, flow_env, prefec
     it once the deadline passes, and only once."""
     world.add_fault(FaultRule(vendor="vercel", kind="latency", path=r"/rollback/", latency_s=60))
     apply_scenario(world, "bad-deploy")
-    opts = options.model_copy(update={"speed": 150.0})  # P1 mitigate deadline: 60 min / 150 = 24 s
+    opts = options.model_copy(update={"speed": 200.0})  # P1 mitigate deadline: 60 min / 200 = 18 s
     incident_id = open_incident(opts, severity=Severity.P1)
     script = (
         "import asyncio\n"
