@@ -372,7 +372,9 @@ def test_db_degradation_stops_the_slow_query_and_the_app_recovers(
     apply_scenario(world, "db-degradation")
     import time
 
-    time.sleep(3.5)  # the query runs past the long-query threshold (300 s / speed 100) before the alert
+    time.sleep(
+        3.5
+    )  # the query runs past the long-query threshold (300 s / speed 100) before the alert
     incident_id = open_incident(opts, summary="Slow responses on web", severity=Severity.P1)
     summary = asyncio.run(incident_response(incident_id=incident_id, options=opts))
 
