@@ -399,6 +399,36 @@ async def verify(rt: Runtime, report: PhaseReport) -> bool:
     return False
 
 
+MITIGATION_KINDS = frozenset(
+    {
+        "rollback_deployment",
+        "terminate_backends",
+        "vacuum_tables",
+        "redeploy_function",
+        "raise_auth_rate_limits",
+    }
+)
+
+
+async def mark_unverified(rt: Runtime, incident_id: int, report: PhaseReport) -> list[str]:
+    """Record this phase's applied mitigation actions as failed: they ran, but did not fix it (the
+    circuit breaker counts these)."""
+    failed = []
+    for action in await asyncio.to_thread(rt.ledger.actions_for, incident_id):
+        if (
+            action.kind in MITIGATION_KINDS
+            and action.status is ActionStatus.APPLIED
+            and action.updated_at is not None
+            and action.updated_at >= report.started_at
+        ):
+            result = {**action.result, "verification": "failed", "checked": report.checked[-1:]}
+            await asyncio.to_thread(
+                rt.ledger.finish_action, action.idempotency_key, ActionStatus.FAILED, result
+            )
+            failed.append(action.kind)
+    return failed
+
+
 async def watch_for_recurrence(rt: Runtime, inc: Incident, report: PhaseReport) -> bool:
     """Sample health and metrics across the policy's recurrence window; False if it came back."""
     window = compress(rt.policy.monitoring.recurrence_watch, rt.speed).total_seconds()
@@ -443,6 +473,7 @@ async def mitigate(incident_id: int, options: Options | None = None) -> PhaseRep
         )
     else:
         report.checked.append(f"playbook: {scenario} ({AUTOMATED.get(scenario or '', '')})")
+        await healthy(rt, report, "before")  # the state the actions start from, for the record
         mitigated = await playbook(rt, inc, report)
     if mitigated:
         verified = await verify(rt, report)
@@ -481,10 +512,16 @@ async def mitigate(incident_id: int, options: Options | None = None) -> PhaseRep
                     Phase.MITIGATE,
                 )
         else:
+            failed = await mark_unverified(rt, incident_id, report)
             await send_escalation(
                 rt,
                 inc,
-                escalate(rt.policy, inc, "verify_failed", "mitigation applied but not verified"),
+                escalate(
+                    rt.policy,
+                    inc,
+                    "verify_failed",
+                    f"mitigation applied but not verified ({', '.join(failed) or 'no action'} marked failed)",
+                ),
                 Phase.MITIGATE,
             )
     await update_stakeholders(rt, inc, report, mitigated, verified)

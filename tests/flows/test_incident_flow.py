@@ -487,3 +487,20 @@ def test_high_error_rate_without_a_deploy_escalates_with_the_error_summary(
     ]
     assert handed and "UpstreamTimeout" in handed[0].message, timeline
     assert summary["resolved"] is False
+
+
+def test_unverified_mitigation_is_recorded_as_failed(world, options, flow_env) -> None:
+    """A rollback that runs but leaves the app unhealthy is recorded as failed, and a person is told."""
+    from runbook.sandbox.core import FaultRule
+
+    world.add_fault(FaultRule(vendor="app", kind="error", path=r"^/api/health", status=503))
+    apply_scenario(world, "bad-deploy")
+    incident_id = open_incident(options, severity=Severity.P1)
+    summary = asyncio.run(incident_response(incident_id=incident_id, options=options))
+    ledger = get_ledger(options.ledger_url)
+    timeline = "\n".join(f"{e.kind}: {e.message}" for e in ledger.timeline(incident_id))
+    rollback = next(a for a in ledger.actions_for(incident_id) if a.kind == "rollback_deployment")
+    assert rollback.status is ActionStatus.FAILED, timeline
+    assert rollback.result["verification"] == "failed"
+    assert "rollback_deployment marked failed" in timeline
+    assert summary["resolved"] is False
