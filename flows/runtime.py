@@ -19,7 +19,8 @@ from prefect.blocks.core import Block
 from prefect.exceptions import MissingContextError, ObjectNotFound
 from prefect.logging import get_run_logger
 from prefect_email import EmailServerCredentials
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from sqlalchemy.engine import make_url
 
 from blocks import (
     AppEndpoint,
@@ -214,6 +215,8 @@ class Runtime:
 class Options(BaseModel):
     """Run options shared by every phase flow."""
 
+    model_config = ConfigDict(hide_input_in_errors=True)  # a rejected URL may hold a password
+
     dry_run: bool = Field(False, description="Plan every action and record it, but change nothing.")
     speed: float = Field(
         1.0,
@@ -230,6 +233,17 @@ class Options(BaseModel):
     systems: Systems = Field(
         default_factory=Systems, description="Which blocks configure each system."
     )
+
+    @field_validator("ledger_url")
+    @classmethod
+    def _no_password(cls, value: str | None) -> str | None:
+        # run parameters are stored and shown by Prefect: a password here would leak
+        if value and make_url(value).password:
+            raise ValueError(
+                "ledger_url must not carry a password (run parameters are stored in Prefect); "
+                "set RUNBOOK_LEDGER_URL on the worker, or use a .pgpass file"
+            )
+        return value
 
 
 async def build_runtime(options: Options) -> Runtime:
