@@ -53,7 +53,7 @@ def test_bad_deploy_is_detected_diagnosed_rolled_back_and_resolved(
     apply_scenario(world, "bad-deploy")
     bad = sb_vercel.current_production(world)
     assert bad is not None and bad.uid != good.uid
-    incident_id = open_incident(options)
+    incident_id = open_incident(options, severity=Severity.P1)  # P1: paged, status page opened
 
     summary = asyncio.run(incident_response(incident_id=incident_id, options=options))
 
@@ -67,7 +67,7 @@ def test_bad_deploy_is_detected_diagnosed_rolled_back_and_resolved(
     assert sb_vercel.current_production(world).uid == good.uid
     rollbacks = sandbox_requests(flow_env, "vercel", r"/rollback/")
     assert len(rollbacks) == 1 and good.uid in rollbacks[0]["path"]
-    # one ticket, one page (P1/P0 only: a P2 error-rate incident is not paged), one detection message
+    # one ticket, one page, one detection message
     issues = [r for r in sandbox_requests(flow_env, "github", r"/issues$") if r["method"] == "POST"]
     assert len(issues) == 1
     detected = [
@@ -82,8 +82,12 @@ def test_bad_deploy_is_detected_diagnosed_rolled_back_and_resolved(
     kinds = [e.kind for e in ledger.timeline(incident_id)]
     assert "diagnosis" in kinds and "assessment" in kinds
     assert summary["rca_path"] and open(summary["rca_path"]).read().startswith("## Incident:")
-    if inc.severity in (Severity.P0, Severity.P1):
-        assert len(sb_pagerduty.alerts(world)) == 1
+    assert len(sb_pagerduty.alerts(world)) == 1
+    # the customer-facing incident was opened once and is resolved
+    from runbook.sandbox import statuspage as sb_statuspage
+
+    public = list(sb_statuspage.page(world).incidents.values())
+    assert len(public) == 1 and public[0].status == "resolved"
 
 
 VENDORS = ("vercel", "supabase", "supabase-data", "slack", "pagerduty", "statuspage", "github")
