@@ -10,6 +10,7 @@ from typing import Any
 from prefect import task
 
 from blocks import AppEndpoint, SupabaseProject
+from runbook.clients.supabase import ProbeResult
 from tasks._retry import VENDOR_TASK
 
 
@@ -31,30 +32,27 @@ async def check_app_health(app: AppEndpoint) -> dict[str, Any]:
     }
 
 
-@task(name="check-supabase-rest", **VENDOR_TASK)
-async def check_supabase_rest(project: SupabaseProject) -> dict[str, Any]:
-    """Probe Supabase's REST root (``curl https://YOUR_SUPABASE_URL/rest/v1/``)."""
-    async with project.get_data_client() as client:
-        result = await client.rest_root()
+def _probe(check: str, result: ProbeResult) -> dict[str, Any]:
     return {
-        "check": "supabase_rest",
+        "check": check,
         "ok": result.ok,
         "status_code": result.status_code,
         "latency_ms": round(result.latency_ms, 1),
     }
+
+
+@task(name="check-supabase-rest", **VENDOR_TASK)
+async def check_supabase_rest(project: SupabaseProject) -> dict[str, Any]:
+    """Probe Supabase's REST root (``curl https://YOUR_SUPABASE_URL/rest/v1/``)."""
+    async with project.get_data_client() as client:
+        return _probe("supabase_rest", await client.rest_root())
 
 
 @task(name="check-supabase-auth", **VENDOR_TASK)
 async def check_supabase_auth(project: SupabaseProject) -> dict[str, Any]:
     """Probe Supabase auth (``curl https://YOUR_SUPABASE_URL/auth/v1/health``)."""
     async with project.get_data_client() as client:
-        result = await client.auth_health()
-    return {
-        "check": "supabase_auth",
-        "ok": result.ok,
-        "status_code": result.status_code,
-        "latency_ms": round(result.latency_ms, 1),
-    }
+        return _probe("supabase_auth", await client.auth_health())
 
 
 @task(name="check-supabase-services", **VENDOR_TASK)

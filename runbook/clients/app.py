@@ -87,10 +87,6 @@ class AppClient(BaseClient):
     def _is_health(self, url: httpx.URL) -> bool:
         return url.host == self.health_url.host and url.path == self.health_url.path
 
-    async def __aenter__(self) -> AppClient:
-        # BaseClient's __aenter__ is typed as BaseClient; this keeps `async with` typed as AppClient
-        return self
-
     def check_response(self, response: httpx.Response) -> None:
         """Any answer of the health URL is a result; other answers are checked as usual."""
         if self._is_health(response.request.url):

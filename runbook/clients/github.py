@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any, ClassVar, Literal, Self
+from typing import Any, ClassVar, Literal
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
@@ -185,10 +185,6 @@ class GitHubClient(BaseClient):
         )
 
     # --- errors ---------------------------------------------------------------------------------
-    async def __aenter__(self) -> Self:
-        # typed as this client (BaseClient's returns BaseClient), so `async with` keeps the methods
-        return self
-
     def check_response(self, response: httpx.Response) -> None:
         """Type GitHub's failures: both rate-limit shapes are transient, other 4xx permanent.
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import re
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar
 
 import httpx
 
@@ -140,10 +140,6 @@ class JiraClient(BaseClient):
             max_retries=max_retries,
             max_retry_after=max_retry_after,
         )
-
-    async def __aenter__(self) -> Self:
-        # typed as this client (BaseClient's returns BaseClient), so `async with` keeps the methods
-        return self
 
     def check_response(self, response: httpx.Response) -> None:
         """Type Jira's failures: 429/5xx transient, other 4xx permanent with Jira's messages.

@@ -163,10 +163,6 @@ class SupabaseClient(BaseClient):
         self.last_rate_limit_remaining: int | None = None
         self.last_rate_limit_reset: float | None = None
 
-    async def __aenter__(self) -> Self:
-        # BaseClient's __aenter__ is typed to return BaseClient; keep the subclass type for callers
-        return self
-
     def check_response(self, response: httpx.Response) -> None:
         """Note the rate-limit headers, then raise a typed error for a failed answer."""
         remaining = response.headers.get("x-ratelimit-remaining")

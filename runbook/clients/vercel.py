@@ -142,10 +142,6 @@ class VercelClient(BaseClient):
         )
         self.team_id = team_id
 
-    async def __aenter__(self) -> VercelClient:
-        # BaseClient's __aenter__ is typed as BaseClient; this keeps `async with` typed as VercelClient
-        return self
-
     def check_response(self, response: httpx.Response) -> None:
         """Vercel's errors, with a hint on what to fix for the common permanent ones."""
         try:
