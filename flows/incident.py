@@ -89,6 +89,13 @@ async def run_phase(
     """Run one phase subflow; if its deadline passes first, escalate and let it keep running."""
     inc = await rt.incident(incident_id)
     due = rt.deadline(phase, inc)
+    await rt.note(
+        incident_id,
+        "phase_started",
+        f"{phase.value} started" + (f", due {due.isoformat()}" if due else ""),
+        phase=phase,
+        data={"due_at": due.isoformat() if due else None},
+    )
     running = asyncio.ensure_future(start())
     if due is not None:
         wait_s = max(0.0, (due - rt.now()).total_seconds())
@@ -117,6 +124,19 @@ async def run_phase(
                 rt.ledger.mark_deadline, incident_id, phase.value, escalated_at=rt.now()
             )
         report.deadline = current.due_at
+    await rt.note(
+        incident_id,
+        "phase_ended",
+        f"{phase.value} ended after {report.duration_s or 0:.1f} s"
+        + (" (past its deadline)" if report.breached else ""),
+        phase=phase,
+        data={
+            "started_at": report.started_at.isoformat(),
+            "ended_at": report.ended_at.isoformat() if report.ended_at else None,
+            "due_at": report.deadline.isoformat() if report.deadline else None,
+            "breached": report.breached,
+        },
+    )
     return report
 
 
