@@ -23,7 +23,7 @@ def test_help_lists_every_command() -> None:
     """`runbook --help` names every command."""
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for name in ("policy", "sandbox", "incidents", "incident", "demo", "serve", "db", "bench"):
+    for name in ("policy", "sandbox", "incidents", "incident", "drill", "serve", "db", "bench"):
         assert name in result.output
 
 
@@ -101,13 +101,3 @@ def test_sandbox_rejects_unknown_scenario() -> None:
     result = runner.invoke(app, ["sandbox", "--scenario", "nope"])
     assert result.exit_code == 2
     assert "bad-deploy" in result.output
-
-
-def test_demo_opens_one_incident(ledger_url) -> None:
-    """`runbook demo` opens an incident from a bad deploy it measured in the sandbox, and prints it."""
-    result = runner.invoke(app, ["demo", "--ledger", ledger_url])
-    assert result.exit_code == 0, result.output
-    with open_ledger(ledger_url) as led:
-        rows = led.list_incidents(open_only=True)
-    assert len(rows) == 1
-    assert rows[0].key in result.output

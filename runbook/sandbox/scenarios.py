@@ -22,7 +22,7 @@ SCENARIOS: dict[str, str] = {
     "bad-deploy": "A new production deployment (dpl_bad...) fails 8 % of requests at p95 900 ms; "
     "rolling back to the previous deployment restores the baseline.",
     "high-error-rate": "A third-party dependency fails: 3 % errors (UpstreamTimeout, TypeError) "
-    "without any new deployment.",
+    "without any new deployment (after_deploy=true: the errors came with a new deployment).",
     "auth-failure": "Supabase auth is rate limiting (kind=rate_limit) or down (kind=down): logins fail.",
     "edge-timeouts": "A slow version of an edge function (slug=transcribe) is deployed: its "
     "invocations time out until the previous source is redeployed.",
@@ -69,12 +69,27 @@ def _bad_deploy(world: World, error_rate: float = 0.08, p95_ms: float = 900.0) -
 
 
 def _high_error_rate(
-    world: World, error_rate: float = 0.03, error_types: dict[str, int] | None = None
+    world: World,
+    error_rate: float = 0.03,
+    error_types: dict[str, int] | None = None,
+    after_deploy: bool = False,
 ) -> dict[str, Any]:
+    """Errors of several types; ``after_deploy``: they come with a new production deployment (the
+    runbook's "recent deployment bugs" cause, which a rollback fixes), else from a dependency."""
     _settle(world)
     app = product_app.app_state(world)
-    app.extra_error_rate = error_rate
     app.error_types = dict(error_types or {"UpstreamTimeout": 70, "TypeError": 30})
+    if after_deploy:
+        dep = vercel.add_deployment(
+            world,
+            uid_prefix="dpl_err",
+            message="Switch the checkout API client to the new SDK",
+            error_rate=error_rate,
+            p95_ms=200.0,
+        )
+        vercel.set_production(world, vercel.PROJECT_ID, dep.uid, kind="deploy")
+        return {"deployment": dep.uid, "error_types": dict(app.error_types)}
+    app.extra_error_rate = error_rate
     return {"extra_error_rate": error_rate, "error_types": dict(app.error_types)}
 
 
