@@ -311,8 +311,9 @@ def drill(
         str | None,
         typer.Option(
             "--database-url",
-            help="PostgreSQL for db-degradation; else $RUNBOOK_DRILL_DATABASE_URL, else the local "
-            "server on 127.0.0.1:5432.",
+            help="PostgreSQL the database checks run against, and where db-degradation runs its "
+            "slow query (for that scenario: else $RUNBOOK_DRILL_DATABASE_URL, else the local "
+            "server on 127.0.0.1:5432).",
         ),
     ] = None,
     json_path: Annotated[

@@ -64,6 +64,11 @@ class DrillSettings(BaseModel):
     json_path: Path | None = None
     timeout_s: float = Field(600.0, gt=0)
     seed: int = 7
+    credentials: dict[str, str] | None = Field(
+        None,
+        repr=False,
+        description="Credential per sandbox system (tests: sentinels); else random.",
+    )
 
 
 def check_scenario(name: str) -> str:
@@ -218,7 +223,7 @@ class DrillRun:
     def systems(self) -> Any:
         from runbook.drill.world import drill_systems
 
-        return drill_systems(self.blocks, postgres=self.settings.scenario == "db-degradation")
+        return drill_systems(self.blocks, postgres=self.settings.database_url is not None)
 
 
 async def _gateway(run: DrillRun, ledger: Any, token: str) -> tuple[Any, str, asyncio.Task[Any]]:
@@ -341,8 +346,7 @@ async def _drill(run: DrillRun, prod: Any) -> DrillReport:
     from runbook.drill.world import delete_blocks, save_sandbox_blocks
     from runbook.ledger import open_ledger
 
-    pg = run.settings.database_url if run.settings.scenario == "db-degradation" else None
-    await save_sandbox_blocks(prod.url, prod.token, pg, run.systems)
+    await save_sandbox_blocks(prod.url, prod.credentials, run.settings.database_url, run.systems)
     ledger = open_ledger(run.ledger_url)
     token = secrets.token_urlsafe(24)
     server, gateway_url, served = await _gateway(run, ledger, token)
@@ -475,7 +479,9 @@ def run_drill(settings: DrillSettings, console: Console) -> DrillReport:
     from runbook.drill.world import SimulatedProduction
     from runbook.sandbox.core import FaultRule
 
-    prod = SimulatedProduction.start(seed=settings.seed, database_url=app_dsn)
+    prod = SimulatedProduction.start(
+        seed=settings.seed, database_url=app_dsn, credentials=settings.credentials
+    )
     interrupted = False
     try:
         if settings.faults:

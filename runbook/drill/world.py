@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,44 +57,71 @@ def drill_systems(name: str, *, postgres: bool = True) -> Systems:
     )
 
 
-async def save_sandbox_blocks(base: str, token: str, pg_dsn: str | None, names: Systems) -> None:
+# the credential of each block field, by the sandbox vendor that checks it
+CREDENTIALS = (
+    "vercel",
+    "supabase",
+    "supabase-data",
+    "supabase-service",
+    "slack",
+    "pagerduty",
+    "statuspage",
+    "github",
+    "app",
+)
+
+
+def new_credentials() -> dict[str, str]:
+    """A distinct random credential per sandbox system (so a leak shows which one leaked)."""
+    return {name: f"sbx-{name}-{secrets.token_urlsafe(12)}" for name in CREDENTIALS}
+
+
+async def save_sandbox_blocks(
+    base: str, creds: Mapping[str, str], pg_dsn: str | None, names: Systems
+) -> None:
     """Save one block per sandbox system, each pointing at ``base`` (the sandbox's URL).
 
     Args:
         base: the sandbox world's URL, no trailing slash.
-        token: the credential every sandbox vendor accepts.
+        creds: the credential per system (``CREDENTIALS``).
         pg_dsn: the PostgreSQL the database checks run against (None: no PostgresTarget block).
         names: the block names to save under.
     """
-    secret = SecretStr(token)
+
+    def secret(name: str) -> SecretStr:
+        return SecretStr(creds[name])
+
     components = {"web": sandbox_statuspage.COMPONENTS["Web app"]}
     saves = [
-        VercelProject(token=secret, project_id="prj_sandbox", base_url=f"{base}/vercel").save(
-            names.vercel, overwrite=True
-        ),
+        VercelProject(
+            token=secret("vercel"), project_id="prj_sandbox", base_url=f"{base}/vercel"
+        ).save(names.vercel, overwrite=True),
         SupabaseProject(
             project_ref=PROJECT_REF,
-            management_token=secret,
-            anon_key=secret,
+            management_token=secret("supabase"),
+            anon_key=secret("supabase-data"),
+            service_role_key=secret("supabase-service"),
             api_base_url=f"{base}/supabase",
             data_url=f"{base}/supabase-data",
         ).save(names.supabase, overwrite=True),
-        AppEndpoint(health_url=f"{base}/app/api/health", metrics_url=f"{base}/app/metrics").save(
-            names.app, overwrite=True
-        ),
-        Slack(bot_token=secret, channel="#incidents", base_url=f"{base}/slack").save(
+        AppEndpoint(
+            health_url=f"{base}/app/api/health",
+            metrics_url=f"{base}/app/metrics",
+            bearer_token=secret("app"),
+        ).save(names.app, overwrite=True),
+        Slack(bot_token=secret("slack"), channel="#incidents", base_url=f"{base}/slack").save(
             names.slack, overwrite=True
         ),
-        PagerDuty(routing_key=secret, base_url=f"{base}/pagerduty").save(
+        PagerDuty(routing_key=secret("pagerduty"), base_url=f"{base}/pagerduty").save(
             names.pagerduty, overwrite=True
         ),
         Statuspage(
-            api_key=secret,
+            api_key=secret("statuspage"),
             page_id="sbxpage",
             component_map=components,
             base_url=f"{base}/statuspage",
         ).save(names.statuspage, overwrite=True),
-        GitHubRepository(token=secret, repo="acme/web", base_url=f"{base}/github").save(
+        GitHubRepository(token=secret("github"), repo="acme/web", base_url=f"{base}/github").save(
             names.github, overwrite=True
         ),
     ]
@@ -125,14 +153,38 @@ class SimulatedProduction:
 
     world: World
     server: RunningServer
-    token: str = field(repr=False)
+    credentials: dict[str, str] = field(repr=False)
 
     @classmethod
-    def start(cls, seed: int = 7, database_url: str | None = None) -> SimulatedProduction:
-        token = "sbx_" + secrets.token_urlsafe(16)
-        world = World(token=token, seed=seed, database_url=database_url)
+    def start(
+        cls,
+        seed: int = 7,
+        database_url: str | None = None,
+        credentials: Mapping[str, str] | None = None,
+    ) -> SimulatedProduction:
+        """Serve a fresh world; each vendor accepts only its own credential."""
+        creds = dict(credentials or new_credentials())
+        world = World(
+            token=secrets.token_urlsafe(16),
+            tokens={
+                k: v
+                for k, v in creds.items()
+                if k
+                in (
+                    "vercel",
+                    "supabase",
+                    "supabase-data",
+                    "slack",
+                    "pagerduty",
+                    "statuspage",
+                    "github",
+                )
+            },
+            seed=seed,
+            database_url=database_url,
+        )
         server = serve_in_thread(create_app(world))
-        return cls(world=world, server=server, token=token)
+        return cls(world=world, server=server, credentials=creds)
 
     @property
     def url(self) -> str:

@@ -105,6 +105,7 @@ class World:
     """
 
     token: str = DEFAULT_TOKEN
+    tokens: dict[str, str] = field(default_factory=dict)  # vendor NAME -> its own credential
     seed: int | None = None
     clock: Clock = field(default_factory=SystemClock)
     scenario: str | None = None
@@ -120,6 +121,10 @@ class World:
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)  # noqa: S311 - simulation, not security
+
+    def token_for(self, vendor: str) -> str:
+        """The credential ``vendor`` accepts: its own if set in ``tokens``, else the world's."""
+        return self.tokens.get(vendor, self.token)
 
     # --- faults ---------------------------------------------------------------------------------
     def add_fault(self, rule: FaultRule) -> FaultRule:

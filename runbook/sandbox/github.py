@@ -188,7 +188,7 @@ def _validation_failed(errors: list[dict[str, Any]]) -> Response:
 
 def _authorized(world: World, request: Request) -> bool:
     auth = request.headers.get("authorization", "")
-    return auth in (f"Bearer {world.token}", f"token {world.token}")
+    return auth in (f"Bearer {world.token_for(NAME)}", f"token {world.token_for(NAME)}")
 
 
 def _issue_json(repo: Repo, issue: Issue) -> dict[str, Any]:

@@ -108,7 +108,7 @@ def _field_errors(errors: dict[str, str]) -> Response:
 
 def _authorized(world: World, request: Request) -> bool:
     auth = request.headers.get("authorization", "")
-    if auth == f"Bearer {world.token}":
+    if auth == f"Bearer {world.token_for(NAME)}":
         return True
     if not auth.startswith("Basic "):
         return False
@@ -117,7 +117,7 @@ def _authorized(world: World, request: Request) -> bool:
     except (binascii.Error, UnicodeDecodeError):
         return False
     email, sep, token = decoded.partition(":")
-    return bool(sep and email) and token == world.token
+    return bool(sep and email) and token == world.token_for(NAME)
 
 
 def _unauthorized() -> Response:

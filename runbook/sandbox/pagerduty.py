@@ -1,7 +1,7 @@
 """The sandbox's PagerDuty Events API v2: trigger, acknowledge and resolve alerts.
 
 Path as the vendor's own (mounted under ``/pagerduty``): ``POST /v2/enqueue``. The routing key in
-the body is the credential (``world.token``); like PagerDuty, a bad key is a 400 "invalid event".
+the body is the credential (``world.token_for(NAME)``); like PagerDuty, a bad key is a 400 "invalid event".
 Alerts are kept by ``dedup_key``: a repeated trigger of an open alert is deduplicated into it, a
 trigger after a resolve opens a new one. About 120 events a minute per routing key, then 429.
 """
@@ -167,7 +167,7 @@ def routes(world: World) -> list[BaseRoute]:
             return _invalid("Event object is not valid JSON")
         if not isinstance(event, dict):
             return _invalid("Event object must be a JSON object")
-        errors = _validate(event, world.token)
+        errors = _validate(event, world.token_for(NAME))
         if errors:
             return _invalid(*errors)
         wait = _state(world).rate.take(event["routing_key"], world.clock.now())

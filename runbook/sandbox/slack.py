@@ -174,7 +174,7 @@ def _auth_error(world: World, request: Request, args: dict[str, Any]) -> JSONRes
     token = header[7:].strip() if header.lower().startswith("bearer ") else args.get("token")
     if not token:
         return _fail("not_authed")
-    if token != world.token:
+    if token != world.token_for(NAME):
         return _fail("invalid_auth")
     return None
 
@@ -328,7 +328,7 @@ def routes(world: World) -> list[BaseRoute]:
         return JSONResponse({"ok": False, "error": "unknown_method"}, 404)
 
     async def webhook(request: Request) -> Response:
-        if request.path_params["secret"] != world.token:
+        if request.path_params["secret"] != world.token_for(NAME):
             return PlainTextResponse("invalid_token", 403)
         raw = await request.body()
         try:

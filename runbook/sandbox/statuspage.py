@@ -4,7 +4,7 @@ Paths are Statuspage's own (mounted under ``/statuspage``): ``POST /v1/pages/{pa
 ``PATCH|PUT|GET /v1/pages/{page}/incidents/{id}``, ``GET /v1/pages/{page}/incidents/unresolved``,
 ``GET /v1/pages/{page}/components``, ``PATCH|PUT /v1/pages/{page}/components/{id}``.
 
-Credential: ``Authorization: OAuth <world.token>`` (or ``?api_key=``), else 401
+Credential: ``Authorization: OAuth <world.token_for(NAME)>`` (or ``?api_key=``), else 401
 ``{"error": "Could not authenticate"}``. About one request a second per key after a burst of 10
 (a status update is a handful of calls at once), then ``StatuspageState.limit_status`` (420,
 Statuspage's own, or 429) with a Retry-After saying when the next call may pass.
@@ -215,7 +215,7 @@ def routes(world: World) -> list[BaseRoute]:
             header = request.headers.get("authorization", "")
             key = header[6:].strip() if header.lower().startswith("oauth ") else None
             key = key or request.query_params.get("api_key")
-            if key != world.token:
+            if key != world.token_for(NAME):
                 return _error(401, "Could not authenticate")
             st = _state(world)
             wait = st.rate.take(key, world.clock.now())

@@ -307,7 +307,7 @@ def _endpoint(world: World, handler: Any) -> Any:
 
     async def endpoint(request: Request) -> Response:
         st = get_state(world)
-        if request.headers.get("authorization") != f"Bearer {world.token}":
+        if request.headers.get("authorization") != f"Bearer {world.token_for(NAME)}":
             return error_response(401, "Unauthorized")
         limited, headers = _count_request(world, st)
         if limited:

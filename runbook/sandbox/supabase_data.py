@@ -1,6 +1,6 @@
 """Sandbox: a Supabase project's data plane (``https://<ref>.supabase.co``) and the traffic it serves.
 
-Mounted under ``/supabase-data``. Every request needs ``apikey: <world.token>`` (header or query),
+Mounted under ``/supabase-data``. Every request needs ``apikey: <world.token_for(NAME)>`` (header or query),
 else Supabase's own 401. Routes:
 
 - ``GET /auth/v1/health``: GoTrue's answer, or 503 while auth is down.
@@ -107,7 +107,7 @@ def _key_problem(world: World, request: Request) -> Response | None:
     if not key:
         hint = "No `apikey` request header or url param was found."
         return JSONResponse({"message": "No API key found in request", "hint": hint}, 401)
-    if key != world.token:
+    if key != world.token_for(NAME):
         hint = "Double check your Supabase `anon` or `service_role` API key."
         return JSONResponse({"message": "Invalid API key", "hint": hint}, 401)
     return None
@@ -160,7 +160,7 @@ def routes(world: World) -> list[BaseRoute]:
             body = {"code": "NOT_FOUND", "message": "Requested function was not found"}
             return JSONResponse(body, status_code=404)
         auth = request.headers.get("authorization")
-        if fn.verify_jwt and auth != f"Bearer {world.token}":
+        if fn.verify_jwt and auth != f"Bearer {world.token_for(NAME)}":
             msg = "Missing authorization header" if not auth else "Invalid JWT"
             return JSONResponse({"code": 401, "message": msg}, status_code=401)
         if fn.current.slow:

@@ -2,7 +2,7 @@
 
 Path as the vendor's own (mounted under ``/teams``):
 ``POST /workflows/{workflow_id}/triggers/manual/paths/invoke?sig=<signature>``. The signature in the
-query string is the credential (``world.token``). The body must be a message with one Adaptive Card
+query string is the credential (``world.token_for(NAME)``). The body must be a message with one Adaptive Card
 attachment; at most 28 KB; about 4 requests a second per workflow, then 429. Success is 202 with an
 empty body. Errors are Logic Apps' ``{"error": {"code", "message"}}``.
 """
@@ -98,7 +98,7 @@ def routes(world: World) -> list[BaseRoute]:
                 "DirectApiAuthorizationRequired",
                 "The request must be authenticated only by Shared Access scheme.",
             )
-        if sig != world.token:
+        if sig != world.token_for(NAME):
             return _error(
                 401,
                 "DirectApiInvalidAuthorizationSignature",

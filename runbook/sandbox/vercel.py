@@ -237,7 +237,7 @@ def _forbidden() -> Response:
 
 
 def _authorized(world: World, request: Request) -> bool:
-    return request.headers.get("authorization", "") == f"Bearer {world.token}"
+    return request.headers.get("authorization", "") == f"Bearer {world.token_for(NAME)}"
 
 
 def _is_candidate(world: World, dep: Deployment) -> bool:
