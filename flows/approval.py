@@ -18,6 +18,18 @@ class Approval(RunInput):
     reason: str = Field("", description="Why; recorded in the timeline and the RCA.")
 
 
+def approval_url() -> str | None:
+    """The Prefect UI page of this flow run, where its pause shows the approval form (None outside a
+    run or without a UI address)."""
+    from prefect.runtime import flow_run
+    from prefect.settings import PREFECT_UI_URL
+
+    ui, run_id = PREFECT_UI_URL.value(), flow_run.id
+    if not ui or not run_id:
+        return None
+    return f"{str(ui).rstrip('/')}/runs/flow-run/{run_id}"
+
+
 async def ask_approval(key: str, wait: timedelta) -> Approval | None:
     """Pause this flow run until someone answers the form, or the timeout passes (then None)."""
     try:

@@ -13,12 +13,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from prefect import flow
+from prefect.logging import get_run_logger
 
-from flows.approval import ask_approval
+from flows.approval import approval_url, ask_approval
 from flows.common import attempt, ctx_for, note_skips, send_escalation, skip
 from flows.report import PhaseReport, publish
 from flows.runtime import Options, Runtime, build_runtime, compress
 from runbook.actions import envelope_verdict
+from runbook.errors import RunbookError
 from runbook.models import ActionStatus, Incident, IncidentStatus, Phase
 from runbook.playbooks.auth import HUMAN_CHECKLIST, inspect_key, rate_limited
 from runbook.playbooks.catalog import AUTOMATED, checklist
@@ -91,13 +93,17 @@ async def allowed(
             f"{action}: the policy never runs it automatically at {inc.severity.value}"
         )
         return False
+    wait = compress(rt.policy.approvals.timeout, rt.speed)
+    url = approval_url()
     await rt.note(
-        inc.id, "approval_requested", f"{action} needs approval: {plan}", phase=Phase.MITIGATE
+        inc.id,
+        "approval_requested",
+        f"{action} needs approval: {plan}" + (f" (answer at {url})" if url else ""),
+        phase=Phase.MITIGATE,
+        data={"action": action, "url": url},
     )
-    answer = await ask_approval(
-        f"approve-{action.replace('_', '-')}-{inc.id}",
-        compress(rt.policy.approvals.timeout, rt.speed),
-    )
+    await ask_in_chat(rt, inc, action, plan, url, rt.policy.approvals.timeout)
+    answer = await ask_approval(f"approve-{action.replace('_', '-')}-{inc.id}", wait)
     if answer is None:
         await send_escalation(
             rt,
@@ -119,6 +125,24 @@ async def allowed(
     if not answer.approve:
         report.skipped.append(f"{action}: rejected by {answer.approver} ({answer.reason})")
     return answer.approve
+
+
+async def ask_in_chat(
+    rt: Runtime, inc: Incident, action: str, plan: str, url: str | None, answer_within: timedelta
+) -> None:
+    """Tell the incident channel an action waits for a person, with the link to the approval form."""
+    slack = rt.systems.get("slack")
+    if slack is None:
+        return
+    where = f"<{url}|approve or reject it in Prefect>" if url else "approve or reject it in Prefect"
+    text = (
+        f":raised_hand: INC-{inc.id}: *{action}* needs approval: {plan}. Please {where} within "
+        f"{format_duration(answer_within)}; no answer escalates."
+    )
+    try:
+        await post_slack_message(ctx_for(rt, inc.id), slack, f"approval-{action}", text)
+    except RunbookError as exc:
+        get_run_logger().warning("could not ask for approval in Slack: %s", exc)
 
 
 async def bad_deploy(rt: Runtime, inc: Incident, report: PhaseReport) -> bool:

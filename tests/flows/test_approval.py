@@ -15,6 +15,7 @@ from prefect.flow_runs import resume_flow_run
 from flows.incident import incident_response
 from flows.runtime import get_ledger
 from runbook.models import Severity
+from runbook.sandbox import slack as sb_slack
 from runbook.sandbox import vercel as sb_vercel
 from runbook.sandbox.scenarios import apply_scenario
 from tests.flows.test_incident_flow import open_incident, sandbox_requests
@@ -78,6 +79,10 @@ def test_rollback_waits_for_the_answer(world, approve_options, flow_env, approve
     thread, out = _run_in_thread(incident_id, approve_options)
     run = _paused_mitigate_run(incident_id)
     assert not sandbox_requests(flow_env, "vercel", r"/rollback/"), "nothing runs before the answer"
+    asks = [
+        m["text"] for m in sb_slack.messages(world, "#incidents") if "needs approval" in m["text"]
+    ]
+    assert len(asks) == 1 and f"/runs/flow-run/{run.id}" in asks[0], "the chat links the form"
     resume_flow_run(
         run.id, run_input={"approve": approve, "approver": "alice", "reason": "looked at it"}
     )
