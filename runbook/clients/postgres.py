@@ -23,253 +23,25 @@ from typing import Any
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
-from pydantic import BaseModel, ConfigDict, Field
 
+from runbook.clients import postgres_sql as q
+from runbook.clients.postgres_records import (
+    Backend,
+    BackendResult,
+    DbDiagnosis,
+    Privileges,
+    SlowStatement,
+    TableStat,
+    VacuumResult,
+)
+from runbook.clients.postgres_sql import QUERY_TEXT_LIMIT
 from runbook.errors import PostgresPermanentError, PostgresTransientError
 
 APPLICATION_NAME = "runbook"
-QUERY_TEXT_LIMIT = 500
 # sqlstates worth retrying: connection exceptions (08), timeouts/cancel (57014), shutdown (57P0x),
 # serialization/deadlock (40001/40P01), too many connections (53300), lock not available (55P03)
 _BUSY = ("too many", "remaining connection slots", "starting up", "shutting down", "recovery")
 _TRANSIENT_STATES = {"57014", "57P01", "57P02", "57P03", "40001", "40P01", "53300", "55P03"}
-
-# --- SQL: values only ever as bound parameters ---------------------------------------------------
-
-PRIVILEGES = """
-SELECT current_user AS role, r.rolsuper AS superuser,
-       pg_has_role(current_user, 'pg_read_all_stats', 'USAGE') AS read_all_stats,
-       pg_has_role(current_user, 'pg_signal_backend', 'USAGE') AS signal_backend,
-       pg_has_role(current_user, 'pg_stat_scan_tables', 'USAGE') AS stat_scan_tables,
-       has_function_privilege('pg_reload_conf()', 'EXECUTE') AS reload_conf
-FROM pg_roles r WHERE r.rolname = current_user
-"""
-
-HEAD = """
-SELECT current_setting('server_version_num')::int AS server_version,
-       current_database() AS database, pg_backend_pid() AS own_pid,
-       (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')::int AS used,
-       current_setting('max_connections')::int
-         - current_setting('superuser_reserved_connections')::int AS connection_limit,
-       EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements')
-         AS has_pg_stat_statements,
-       EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pgstattuple') AS has_pgstattuple
-"""
-
-# in the target's database only (the cluster's other databases are someone else's): long-running
-# (active past the threshold), idle in transaction past it (measured from the last
-# state change: a busy transaction between statements is not idle), and both sides of a lock wait
-BACKENDS = f"""
-WITH a AS (
-  SELECT a.*, CASE WHEN a.state LIKE 'idle in transaction%%' THEN a.state_change
-                   ELSE a.query_start END AS since
-  FROM pg_stat_activity a
-  WHERE a.pid <> pg_backend_pid() AND coalesce(a.datname, current_database()) = current_database()
-), blocked AS (
-  SELECT a.pid, pg_blocking_pids(a.pid) AS by FROM a WHERE a.wait_event_type = 'Lock'
-), blockers AS (
-  SELECT b, array_agg(blocked.pid ORDER BY blocked.pid) AS blocking
-  FROM blocked, unnest(blocked.by) AS b GROUP BY b
-)
-SELECT a.pid, a.backend_start, a.usename AS role,
-       coalesce(a.application_name, '') AS application_name, host(a.client_addr) AS client_addr,
-       a.state, coalesce(a.backend_type, '') AS backend_type,
-       coalesce(r.rolsuper, false) AS is_superuser,
-       extract(epoch FROM now() - a.query_start)::float8 AS query_age_s,
-       extract(epoch FROM now() - a.xact_start)::float8 AS xact_age_s,
-       coalesce(extract(epoch FROM now() - a.since), 0)::float8 AS age_s,
-       a.query_start, a.wait_event_type, left(coalesce(a.query, ''), {QUERY_TEXT_LIMIT}) AS query,
-       coalesce(bd.by, '{{}}'::int[]) AS blocked_by, coalesce(bk.blocking, '{{}}'::int[]) AS blocking
-FROM a LEFT JOIN pg_roles r ON r.oid = a.usesysid
-       LEFT JOIN blocked bd ON bd.pid = a.pid LEFT JOIN blockers bk ON bk.b = a.pid
-WHERE (a.state <> 'idle' AND a.since < now() - make_interval(secs => %(threshold)s))
-   OR bk.b IS NOT NULL OR bd.pid IS NOT NULL
-ORDER BY age_s DESC
-"""
-
-TABLES = """
-WITH t AS (
-  SELECT s.schemaname AS schema_name, s.relname AS name,
-         pg_total_relation_size(s.relid) AS total_bytes, s.n_live_tup, s.n_dead_tup, s.seq_scan,
-         s.seq_tup_read, s.idx_scan, s.last_vacuum, s.last_autovacuum
-  FROM pg_stat_user_tables s
-), ranked AS (
-  SELECT t.*, rank() OVER (ORDER BY total_bytes DESC) AS size_rank,
-         rank() OVER (ORDER BY n_dead_tup DESC) AS dead_rank
-  FROM t
-)
-SELECT schema_name, name, total_bytes, n_live_tup, n_dead_tup, seq_scan, seq_tup_read, idx_scan,
-       last_vacuum, last_autovacuum
-FROM ranked
-WHERE size_rank <= 10 OR (n_dead_tup > 0 AND dead_rank <= 20)
-   OR (seq_scan > coalesce(idx_scan, 0) AND n_live_tup >= %(min_rows)s)
-ORDER BY total_bytes DESC LIMIT 100
-"""
-
-SLOW_STATEMENTS = f"""
-SELECT left(query, {QUERY_TEXT_LIMIT}) AS query, calls::bigint AS calls,
-       total_exec_time::float8 AS total_ms, mean_exec_time::float8 AS mean_ms
-FROM pg_stat_statements ORDER BY mean_exec_time DESC LIMIT 10
-"""
-
-PGSTATTUPLE = """
-SELECT dead_tuple_percent::float8 AS dead_tuple_percent
-FROM pgstattuple(format('%%I.%%I', %s::text, %s::text)::regclass)
-"""
-
-# one statement signals every pid; a pid is signalled only when it is still the process the
-# playbook chose (same backend_start), a client backend, not a superuser's and not our own:
-# signalling a superuser backend would fail the whole statement
-_SIGNAL = """
-WITH c AS (
-  SELECT t.pid, a.pid IS NOT NULL AND (t.started IS NULL OR a.backend_start = t.started) AS present,
-         coalesce(a.backend_type = 'client backend' AND NOT coalesce(r.rolsuper, false)
-                  AND a.pid <> pg_backend_pid(), false) AS eligible,
-         a.state, a.backend_start, a.query_start
-  FROM unnest(%(pids)s::int[], %(starts)s::timestamptz[]) AS t(pid, started)
-  LEFT JOIN pg_stat_activity a ON a.pid = t.pid
-  LEFT JOIN pg_roles r ON r.oid = a.usesysid
-)
-SELECT pid, present, eligible, state, backend_start, query_start,
-       CASE WHEN present AND eligible THEN {fn}(pid) ELSE false END AS signalled
-FROM c
-"""
-CANCEL = _SIGNAL.format(fn="pg_cancel_backend")
-TERMINATE = _SIGNAL.format(fn="pg_terminate_backend")
-
-STATES = """
-SELECT pid, state, backend_start, query_start FROM pg_stat_activity WHERE pid = ANY(%(pids)s::int[])
-"""
-
-_RESOLVE_TABLE = """
-SELECT c.oid, n.nspname, c.relname, pg_get_userbyid(c.relowner) AS owner, current_user AS role,
-       (pg_has_role(c.relowner, 'USAGE') OR pg_has_role(d.datdba, 'USAGE') {maintain}) AS may_vacuum
-FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-     JOIN pg_database d ON d.datname = current_database()
-WHERE c.oid = to_regclass(%(name)s) AND c.relkind IN ('r', 'm', 'p')
-"""
-RESOLVE_TABLE_16 = _RESOLVE_TABLE.format(maintain="")
-RESOLVE_TABLE_17 = _RESOLVE_TABLE.format(maintain="OR has_table_privilege(c.oid, 'MAINTAIN')")
-
-
-class Privileges(BaseModel):
-    """What the session's role may do; the playbook checks before it acts."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    role: str
-    superuser: bool = False
-    read_all_stats: bool = False
-    signal_backend: bool = False
-    stat_scan_tables: bool = False
-    reload_conf: bool = False
-
-
-class Backend(BaseModel):
-    """One server process worth a look: long-running, idle in transaction, or blocking others."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    pid: int
-    backend_start: datetime | None = None
-    role: str | None = None
-    application_name: str = ""
-    client_addr: str | None = None
-    state: str | None = None
-    backend_type: str = ""
-    is_superuser: bool = False
-    query_age_s: float | None = Field(None, description="Seconds since the current query began.")
-    xact_age_s: float | None = Field(None, description="Seconds since the transaction began.")
-    age_s: float = Field(0.0, description="Running (active) or idle in transaction, in seconds.")
-    query_start: datetime | None = None
-    wait_event_type: str | None = None
-    query: str = Field("", description=f"The query text, at most {QUERY_TEXT_LIMIT} characters.")
-    blocked_by: list[int] = Field(default_factory=list)
-    blocking: list[int] = Field(default_factory=list)
-
-    @property
-    def idle_in_transaction(self) -> bool:
-        return (self.state or "").startswith("idle in transaction")
-
-
-class SlowStatement(BaseModel):
-    """A statement from pg_stat_statements (present only when the extension is loaded)."""
-
-    query: str
-    calls: int
-    total_ms: float
-    mean_ms: float
-
-
-class TableStat(BaseModel):
-    """A table's size, dead tuples and scan counters (pg_stat_user_tables)."""
-
-    schema_name: str
-    name: str
-    total_bytes: int = 0
-    n_live_tup: int = 0
-    n_dead_tup: int = 0
-    seq_scan: int = 0
-    seq_tup_read: int = 0
-    idx_scan: int | None = None
-    last_vacuum: datetime | None = None
-    last_autovacuum: datetime | None = None
-    exact_dead_pct: float | None = Field(None, description="pgstattuple's dead_tuple_percent.")
-
-    @property
-    def qualified(self) -> str:
-        return f"{self.schema_name}.{self.name}"
-
-    @property
-    def dead_ratio(self) -> float:
-        """Dead tuples over all tuples (the exact pgstattuple figure when there is one)."""
-        if self.exact_dead_pct is not None:
-            return self.exact_dead_pct / 100.0
-        total = self.n_live_tup + self.n_dead_tup
-        return self.n_dead_tup / total if total else 0.0
-
-
-class DbDiagnosis(BaseModel):
-    """Everything the database playbook decides from, read in one pass."""
-
-    server_version: int
-    database: str
-    own_pid: int
-    threshold_s: float
-    privileges: Privileges
-    backends: list[Backend] = Field(default_factory=list)
-    connections_used: int = 0
-    connections_limit: int = 0
-    slow_statements: list[SlowStatement] | None = None
-    tables: list[TableStat] = Field(default_factory=list)
-    pgstattuple: bool = False
-    notes: list[str] = Field(default_factory=list)
-
-    @property
-    def connections_pct(self) -> float:
-        return round(100.0 * self.connections_used / max(self.connections_limit, 1), 1)
-
-
-class BackendResult(BaseModel):
-    """What ``cancel_and_terminate`` did to one backend.
-
-    ``outcome``: cancelled (its query stopped, the session lives on), terminated, gone (it had
-    exited or been replaced before we signalled it), skipped (superuser, not a client backend, or
-    our own), still_running (signalled but alive when the grace period ended).
-    """
-
-    pid: int
-    action: str = Field(description="none, cancel or terminate: the strongest signal sent.")
-    outcome: str
-
-
-class VacuumResult(BaseModel):
-    """What ``vacuum_analyze`` did to one table."""
-
-    table: str
-    outcome: str = Field(description="vacuumed, skipped or not_found.")
-    seconds: float = 0.0
-    detail: str = ""
 
 
 class PostgresClient:
@@ -378,7 +150,7 @@ class PostgresClient:
         return await cur.fetchall()
 
     async def _privileges(self, conn: psycopg.AsyncConnection[Any]) -> Privileges:
-        return Privileges(**(await self._rows(conn, PRIVILEGES))[0])
+        return Privileges(**(await self._rows(conn, q.PRIVILEGES))[0])
 
     # --- operations -------------------------------------------------------------------------
 
@@ -413,9 +185,9 @@ class PostgresClient:
                     f"role {privs.role} cannot see other sessions' queries: "
                     f"GRANT pg_read_all_stats TO {privs.role}"
                 )
-            head = (await self._rows(conn, HEAD))[0]
-            backends = await self._rows(conn, BACKENDS, {"threshold": threshold_s})
-            tables = await self._rows(conn, TABLES, {"min_rows": min_rows})
+            head = (await self._rows(conn, q.HEAD))[0]
+            backends = await self._rows(conn, q.BACKENDS, {"threshold": threshold_s})
+            tables = await self._rows(conn, q.TABLES, {"min_rows": min_rows})
             diagnosis = DbDiagnosis(
                 server_version=head["server_version"],
                 database=head["database"],
@@ -437,7 +209,7 @@ class PostgresClient:
 
     async def _slow_statements(self, conn: psycopg.AsyncConnection[Any], d: DbDiagnosis) -> None:
         try:
-            rows = await self._rows(conn, SLOW_STATEMENTS)
+            rows = await self._rows(conn, q.SLOW_STATEMENTS)
         except psycopg.Error as exc:  # installed but not preloaded, or no privilege
             d.notes.append(f"pg_stat_statements unreadable: {exc.diag.message_primary}")
             return
@@ -455,7 +227,7 @@ class PostgresClient:
             if table.n_dead_tup <= 0:
                 break
             try:
-                rows = await self._rows(conn, PGSTATTUPLE, (table.schema_name, table.name))
+                rows = await self._rows(conn, q.PGSTATTUPLE, (table.schema_name, table.name))
             except psycopg.Error as exc:
                 d.notes.append(f"pgstattuple({table.qualified}): {exc.diag.message_primary}")
                 continue
@@ -492,7 +264,7 @@ class PostgresClient:
         starts = [(started or {}).get(p) for p in pids]
         results = {p: BackendResult(pid=p, action="none", outcome="skipped") for p in pids}
         async with self._connect("signalling backends") as conn:
-            rows = await self._signal(conn, CANCEL, pids, starts)
+            rows = await self._signal(conn, q.CANCEL, pids, starts)
             waiting: dict[int, Any] = {}
             for r in rows:
                 res = results[r["pid"]]
@@ -510,7 +282,7 @@ class PostgresClient:
             left = await self._still_running(conn, waiting, active, grace_s, poll_s)
             if left:
                 await self._signal(
-                    conn, TERMINATE, left, [waiting[p]["backend_start"] for p in left]
+                    conn, q.TERMINATE, left, [waiting[p]["backend_start"] for p in left]
                 )
                 for p in left:
                     results[p].action = "terminate"
@@ -545,7 +317,7 @@ class PostgresClient:
     ) -> list[int]:
         deadline = time.monotonic() + grace_s
         while True:
-            now = {r["pid"]: r for r in await self._rows(conn, STATES, {"pids": list(seen)})}
+            now = {r["pid"]: r for r in await self._rows(conn, q.STATES, {"pids": list(seen)})}
             left, running = [], False
             for pid, before in seen.items():
                 r = now.get(pid)
@@ -565,7 +337,7 @@ class PostgresClient:
     ) -> set[int]:
         deadline = time.monotonic() + grace_s
         while True:
-            rows = await self._rows(conn, STATES, {"pids": pids})
+            rows = await self._rows(conn, q.STATES, {"pids": pids})
             present = {r["pid"] for r in rows}
             if not present or time.monotonic() >= deadline:
                 return set(pids) - present
@@ -588,7 +360,7 @@ class PostgresClient:
         async with self._connect("vacuuming") as conn:
             for name in tables:
                 resolve = (
-                    RESOLVE_TABLE_17 if conn.info.server_version >= 170000 else RESOLVE_TABLE_16
+                    q.RESOLVE_TABLE_17 if conn.info.server_version >= 170000 else q.RESOLVE_TABLE_16
                 )
                 try:
                     found = await self._rows(conn, resolve, {"name": name})
@@ -654,3 +426,17 @@ def _vacuum_grant(t: Mapping[str, Any], info: Any) -> str:
         f"({t['owner']}) or the database's owner may; ALTER DATABASE ... OWNER TO {role} "
         "or leave it to autovacuum"
     )
+
+
+__all__ = [
+    "APPLICATION_NAME",
+    "PostgresClient",
+    "QUERY_TEXT_LIMIT",
+    "Privileges",
+    "Backend",
+    "SlowStatement",
+    "TableStat",
+    "DbDiagnosis",
+    "BackendResult",
+    "VacuumResult",
+]
