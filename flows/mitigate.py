@@ -30,7 +30,13 @@ from runbook.sla import escalate
 from runbook.thresholds import breached, evaluate
 from tasks.health import check_app_health
 from tasks.metrics import measure_metrics
-from tasks.postgres import diagnose_database, plan_for, terminate_backends, vacuum_tables
+from tasks.postgres import (
+    create_index,
+    diagnose_database,
+    plan_for,
+    terminate_backends,
+    vacuum_tables,
+)
 from tasks.slack import post_slack_message
 from tasks.supabase import raise_auth_rate_limits, redeploy_function
 from tasks.vercel import rollback_deployment, verify_production
@@ -309,6 +315,21 @@ async def db_degradation(rt: Runtime, inc: Incident, report: PhaseReport) -> boo
             acted = result["status"] == "applied"
     elif not plan.pids:
         report.found.append("no backend past the threshold that may be stopped")
+    for hint in plan.index_hints:
+        if hint.column is None:
+            continue
+        if await allowed(rt, inc, "create_index", hint.statement, report, target=hint.table):
+            result = await attempt(
+                rt,
+                report,
+                f"create index on {hint.table}",
+                create_index(ctx, target, hint.table, hint.column),
+            )
+            if result is not None:
+                built = result["result"]
+                report.done.append(
+                    f"index {built.get('index')}: {built.get('outcome')} {built.get('detail', '')}"
+                )
     vacuum_plan = f"VACUUM ANALYZE {', '.join(plan.vacuum_tables)}"
     if plan.vacuum_tables and await allowed(
         rt, inc, "vacuum_analyze", vacuum_plan, report, target=target.describe()

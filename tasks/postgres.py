@@ -182,6 +182,35 @@ async def vacuum_tables(
     }
 
 
+@task(name="create-index", **VENDOR_TASK)
+async def create_index(
+    ctx: ActionContext, target: PostgresTarget, table: str, column: str
+) -> dict[str, Any]:
+    """``CREATE INDEX CONCURRENTLY`` on ``table`` (``column``), once per incident, table and column.
+
+    Returns:
+        {"status", "already_done", "result": {table, column, index, outcome, seconds, detail}}.
+    """
+    where = target.describe()
+    client = client_for(target)
+
+    async def apply() -> dict[str, Any]:
+        return {"result": (await client.create_index(table, column)).model_dump()}
+
+    outcome = await ctx.act(
+        "create_index",
+        f"{where} {table}({column})",
+        {"target": where, "table": table, "column": column},
+        apply,
+        key=ctx.key("create_index", where, table, column),
+    )
+    return {
+        "status": outcome.status.value,
+        "already_done": outcome.already_done,
+        "result": outcome.result.get("result", {}),
+    }
+
+
 @task(name="reload-config", **VENDOR_TASK)
 async def reload_config(ctx: ActionContext, target: PostgresTarget) -> dict[str, Any]:
     """``pg_reload_conf()``, once per incident.

@@ -14,6 +14,7 @@ fix (a missing privilege names the GRANT). The DSN's password never appears in a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -29,6 +30,7 @@ from runbook.clients.postgres_records import (
     Backend,
     BackendResult,
     DbDiagnosis,
+    IndexResult,
     Privileges,
     SlowStatement,
     TableStat,
@@ -199,6 +201,12 @@ class PostgresClient:
                 connections_limit=head["connection_limit"],
                 tables=[TableStat(**t) for t in tables],
             )
+            for t in diagnosis.tables:  # the columns of index-hint candidates
+                if t.n_live_tup >= min_rows and t.seq_scan > (t.idx_scan or 0):
+                    cols = await self._rows(
+                        conn, q.COLUMNS, {"schema": t.schema_name, "name": t.name}
+                    )
+                    t.columns = {c["column_name"]: bool(c["indexed"]) for c in cols}
             if head["has_pg_stat_statements"]:
                 await self._slow_statements(conn, diagnosis)
             else:
@@ -396,6 +404,88 @@ class PostgresClient:
                 )
         return results
 
+    async def create_index(self, table: str, column: str, timeout_s: float = 300.0) -> IndexResult:
+        """``CREATE INDEX CONCURRENTLY IF NOT EXISTS runbook_<table>_<column>_idx`` (no write lock).
+
+        The table is resolved by the server and the column checked against the catalog; both reach
+        the statement only as quoted identifiers. An index the build leaves invalid (a timeout, a
+        deadlock) is dropped again, so a failure leaves nothing behind.
+
+        Args:
+            table: qualified name ("public.orders").
+            column: the column to index.
+            timeout_s: the longest the build may take (it waits for older transactions first).
+
+        Returns:
+            IndexResult: created, exists, skipped (the role does not own the table), not_found or
+            failed (with the server's reason).
+        """
+        async with self._connect("creating an index") as conn:
+            try:
+                found = await self._rows(conn, q.RESOLVE_TABLE_16, {"name": table})
+            except (psycopg.errors.SyntaxError, psycopg.errors.InvalidName):
+                found = []
+            if not found:
+                return IndexResult(table=table, column=column, outcome="not_found")
+            t = found[0]
+            cols = await self._rows(conn, q.COLUMNS, {"schema": t["nspname"], "name": t["relname"]})
+            if column not in {c["column_name"] for c in cols}:
+                return IndexResult(
+                    table=table, column=column, outcome="not_found", detail="no such column"
+                )
+            name = f"runbook_{t['relname']}_{column}_idx"[:63]
+            if not t["owns"]:  # CREATE INDEX needs the table owner's role
+                return IndexResult(
+                    table=table,
+                    column=column,
+                    index=name,
+                    outcome="skipped",
+                    detail=f"role {t['role']} does not own {table} (owner: {t['owner']}); "
+                    "creating an index needs the owner's role",
+                )
+            exists = await self._rows(conn, q.INDEX_VALID, {"schema": t["nspname"], "name": name})
+            if exists and exists[0]["valid"]:
+                return IndexResult(table=table, column=column, index=name, outcome="exists")
+            started = time.perf_counter()
+            stmt = sql.SQL("CREATE INDEX CONCURRENTLY IF NOT EXISTS {} ON {} ({})").format(
+                sql.Identifier(name),
+                sql.Identifier(t["nspname"], t["relname"]),
+                sql.Identifier(column),
+            )
+            try:
+                if exists:  # an invalid leftover of an earlier attempt
+                    await self._drop_index(conn, t["nspname"], name)
+                await conn.execute(
+                    sql.SQL("SET statement_timeout = {}").format(
+                        sql.Literal(max(1, round(timeout_s * 1000)))
+                    )
+                )
+                await conn.execute(stmt)
+            except psycopg.Error as exc:
+                with contextlib.suppress(psycopg.Error):
+                    await self._drop_index(conn, t["nspname"], name)
+                return IndexResult(
+                    table=table,
+                    column=column,
+                    index=name,
+                    outcome="failed",
+                    seconds=round(time.perf_counter() - started, 3),
+                    detail=self._scrub(exc.diag.message_primary or type(exc).__name__),
+                )
+            valid = await self._rows(conn, q.INDEX_VALID, {"schema": t["nspname"], "name": name})
+            return IndexResult(
+                table=table,
+                column=column,
+                index=name,
+                outcome="created" if valid and valid[0]["valid"] else "failed",
+                seconds=round(time.perf_counter() - started, 3),
+            )
+
+    async def _drop_index(self, conn: psycopg.AsyncConnection[Any], schema: str, name: str) -> None:
+        await conn.execute(
+            sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.Identifier(schema, name))
+        )
+
     async def reload_conf(self) -> bool:
         """``SELECT pg_reload_conf()``.
 
@@ -437,6 +527,7 @@ __all__ = [
     "SlowStatement",
     "TableStat",
     "DbDiagnosis",
+    "IndexResult",
     "BackendResult",
     "VacuumResult",
 ]

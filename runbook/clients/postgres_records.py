@@ -72,6 +72,10 @@ class TableStat(BaseModel):
     last_vacuum: datetime | None = None
     last_autovacuum: datetime | None = None
     exact_dead_pct: float | None = Field(None, description="pgstattuple's dead_tuple_percent.")
+    columns: dict[str, bool] = Field(
+        default_factory=dict,
+        description="Column -> whether it already leads an index (read for index-hint candidates).",
+    )
 
     @property
     def qualified(self) -> str:
@@ -125,5 +129,16 @@ class VacuumResult(BaseModel):
 
     table: str
     outcome: str = Field(description="vacuumed, skipped or not_found.")
+    seconds: float = 0.0
+    detail: str = ""
+
+
+class IndexResult(BaseModel):
+    """What ``CREATE INDEX CONCURRENTLY`` did for one table and column."""
+
+    table: str
+    column: str
+    index: str = ""
+    outcome: str = Field(description="created, exists, skipped, not_found or failed.")
     seconds: float = 0.0
     detail: str = ""

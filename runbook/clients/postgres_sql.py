@@ -111,10 +111,29 @@ SELECT pid, state, backend_start, query_start FROM pg_stat_activity WHERE pid = 
 
 _RESOLVE_TABLE = """
 SELECT c.oid, n.nspname, c.relname, pg_get_userbyid(c.relowner) AS owner, current_user AS role,
-       (pg_has_role(c.relowner, 'USAGE') OR pg_has_role(d.datdba, 'USAGE') {maintain}) AS may_vacuum
+       (pg_has_role(c.relowner, 'USAGE') OR pg_has_role(d.datdba, 'USAGE') {maintain}) AS may_vacuum,
+       pg_has_role(c.relowner, 'USAGE') AS owns
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
      JOIN pg_database d ON d.datname = current_database()
 WHERE c.oid = to_regclass(%(name)s) AND c.relkind IN ('r', 'm', 'p')
 """
 RESOLVE_TABLE_16 = _RESOLVE_TABLE.format(maintain="")
 RESOLVE_TABLE_17 = _RESOLVE_TABLE.format(maintain="OR has_table_privilege(c.oid, 'MAINTAIN')")
+
+# the columns of one table, and whether each already leads an index (missing-index hints)
+COLUMNS = """
+SELECT a.attname AS column_name,
+       EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indkey[0] = a.attnum)
+         AS indexed
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+     JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+WHERE n.nspname = %(schema)s AND c.relname = %(name)s
+ORDER BY a.attnum
+"""
+
+INDEX_VALID = """
+SELECT i.indisvalid AS valid
+FROM pg_class ic JOIN pg_index i ON i.indexrelid = ic.oid
+     JOIN pg_namespace n ON n.oid = ic.relnamespace
+WHERE n.nspname = %(schema)s AND ic.relname = %(name)s
+"""

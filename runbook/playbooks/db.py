@@ -4,7 +4,9 @@ to recommend. Pure functions over a ``DbDiagnosis``; no I/O.
 Every decision carries its reason, for the JSON output of ``runbook db`` and the incident timeline.
 The order of the rules is the order of the safety envelope: our own sessions, non-client processes,
 superusers and protected roles or applications are spared before any age is looked at.
-``CREATE INDEX CONCURRENTLY`` is only ever written out as a recommendation, never run here.
+A missing index is recommended for the RCA; when the filtering column can be read from the queries
+the database is running (a concrete ``CREATE INDEX CONCURRENTLY``), the flow may create it, but only
+with approval (policy action ``create_index``).
 """
 
 from __future__ import annotations
@@ -59,11 +61,14 @@ class TableDecision(BaseModel):
 
 
 class IndexHint(BaseModel):
-    """A missing-index recommendation for the RCA (text only; creating it needs approval)."""
+    """A missing-index recommendation for the RCA; with a ``column`` it can be created (approval)."""
 
     table: str
     reason: str
     statement: str
+    column: str | None = Field(
+        None, description="The filtering column, when read from the running or slow queries."
+    )
 
 
 class DbPlan(BaseModel):
@@ -240,10 +245,48 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+_NOT_COLUMNS = {"and", "or", "not", "is", "null", "true", "false", "where", "select", "exists"}
+_PREDICATE = re.compile(
+    r'(?:\b[A-Za-z_]\w*\.)?"?([A-Za-z_][A-Za-z0-9_]*)"?\s*'
+    r"(?:=|<>|!=|<=|>=|<|>|\bin\b|\bbetween\b|\blike\b|\bilike\b|\bis\b)",
+    re.IGNORECASE,
+)
+
+
+def filter_columns(query: str, schema: str, table: str) -> list[str]:
+    """Columns ``query`` filters ``schema.table`` on (its WHERE clause), in order; [] if it does not
+    read that table. A heuristic over the text: the catalog check happens before anything runs."""
+    text = " ".join(query.split())
+    name = rf'(?:"?{re.escape(schema)}"?\.)?"?{re.escape(table)}"?'
+    if not re.search(rf"\b(?:from|join)\s+{name}(?![\w.])", text, re.IGNORECASE):
+        return []
+    where = re.search(
+        r"\bwhere\b(.*?)(?:\bgroup\s+by\b|\border\s+by\b|\blimit\b|\bfor\s+update\b|$)",
+        text,
+        re.IGNORECASE,
+    )
+    if where is None:
+        return []
+    out: list[str] = []
+    for col in _PREDICATE.findall(where.group(1)):
+        if col.lower() not in _NOT_COLUMNS and col not in out:
+            out.append(col)
+    return out
+
+
 def index_hints(
-    tables: Sequence[TableStat], *, min_rows: int = MIN_ROWS_FOR_INDEX
+    tables: Sequence[TableStat],
+    *,
+    queries: Sequence[str] = (),
+    min_rows: int = MIN_ROWS_FOR_INDEX,
 ) -> list[IndexHint]:
     """Missing-index hints: large tables read mostly by sequential scans.
+
+    Args:
+        tables: the diagnosis's tables (``columns`` filled for the candidates).
+        queries: texts of the long-running backends and slowest statements; a column they filter a
+            candidate table on, that exists and leads no index, makes the hint concrete.
+        min_rows: a table needs this many live rows.
 
     Returns:
         One IndexHint per table, the most rows read sequentially first.
@@ -254,19 +297,28 @@ def index_hints(
         if t.n_live_tup < min_rows or t.seq_scan <= idx:
             continue
         table = f"{quote_ident(t.schema_name)}.{quote_ident(t.name)}"
-        out.append(
-            IndexHint(
-                table=t.qualified,
-                reason=(
-                    f"{t.seq_scan} sequential scans read {t.seq_tup_read} rows of {t.n_live_tup} "
-                    f"live rows, against {idx} index scans"
-                ),
-                statement=(
-                    f"-- find the filtering column in the slow statements, then, with approval:\n"
-                    f"CREATE INDEX CONCURRENTLY ON {table} (<column>);"
-                ),
-            )
+        column = next(
+            (
+                c
+                for q in queries
+                for c in filter_columns(q, t.schema_name, t.name)
+                if t.columns.get(c) is False  # exists, and leads no index yet
+            ),
+            None,
         )
+        reason = (
+            f"{t.seq_scan} sequential scans read {t.seq_tup_read} rows of {t.n_live_tup} "
+            f"live rows, against {idx} index scans"
+        )
+        if column is not None:
+            reason += f"; the slow queries filter on {column}"
+            statement = f"CREATE INDEX CONCURRENTLY ON {table} ({quote_ident(column)});"
+        else:
+            statement = (
+                f"-- find the filtering column in the slow statements, then, with approval:\n"
+                f"CREATE INDEX CONCURRENTLY ON {table} (<column>);"
+            )
+        out.append(IndexHint(table=t.qualified, reason=reason, statement=statement, column=column))
     return out
 
 
@@ -295,7 +347,11 @@ def plan_mitigation(
         tables=choose_tables(
             diagnosis.tables, min_dead_ratio=min_dead_ratio, min_dead_tuples=min_dead_tuples
         ),
-        index_hints=index_hints(diagnosis.tables),
+        index_hints=index_hints(
+            diagnosis.tables,
+            queries=[b.query for b in diagnosis.backends if b.query]
+            + [st.query for st in diagnosis.slow_statements or []],
+        ),
     )
 
 

@@ -102,3 +102,29 @@ def test_report_lists_each_backend_with_action_and_result() -> None:
     )
     assert (rows[31]["action"], rows[31]["result"]) == ("none", "spared")
     assert report(d, plan, dry_run=True)["backends"][0]["result"] == "dry_run"
+
+
+def test_filter_columns_reads_the_where_clause_of_queries_on_the_table() -> None:
+    """Columns come from the WHERE clause of a query that reads the table (qualified, aliased or
+    not); other tables, and queries without a filter, give none."""
+    from runbook.playbooks.db import filter_columns
+
+    q = "SELECT * FROM orders WHERE customer_id = 42 AND status = $1 ORDER BY id"
+    assert filter_columns(q, "public", "orders") == ["customer_id", "status"]
+    q = "select o.id from public.orders o join x on x.id = o.x where o.customer_id in (1, 2)"
+    assert filter_columns(q, "public", "orders") == ["customer_id"]
+    assert filter_columns("SELECT * FROM orders_archive WHERE a = 1", "public", "orders") == []
+    assert filter_columns("SELECT count(*) FROM orders", "public", "orders") == []
+
+
+def test_index_hint_is_concrete_only_for_an_existing_unindexed_column() -> None:
+    """A filter column that exists and leads no index makes a runnable statement; an indexed or
+    unknown column leaves the <column> recommendation."""
+    big = {"schema_name": "public", "name": "orders", "n_live_tup": 50_000, "seq_scan": 9}
+    queries = ["SELECT * FROM public.orders WHERE customer_id = 7"]
+    [hint] = index_hints([TableStat(**big, columns={"customer_id": False})], queries=queries)
+    assert hint.column == "customer_id"
+    assert hint.statement == "CREATE INDEX CONCURRENTLY ON public.orders (customer_id);"
+    for columns in ({"customer_id": True}, {"other": False}):
+        [hint] = index_hints([TableStat(**big, columns=columns)], queries=queries)
+        assert hint.column is None and "<column>" in hint.statement
