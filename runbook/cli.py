@@ -330,7 +330,15 @@ def drill(
     from pydantic import ValidationError
 
     from runbook.drill.report import summary_tables
-    from runbook.drill.run import DrillError, DrillSettings, check_scenario, run_drill
+    from runbook.drill.run import (
+        DrillError,
+        DrillSettings,
+        check_scenario,
+        quiet_prefect_console,
+        run_drill,
+    )
+
+    quiet_prefect_console()  # before Prefect is imported: its logging setup reads it once
 
     try:
         check_scenario(scenario)

@@ -165,8 +165,13 @@ def _describe_dsn(dsn: str) -> str:
 def quiet_prefect_console() -> None:
     """Prefect's console log lines would tear the live table; they still go to the Prefect API.
 
-    Call before Prefect is imported (its logging setup reads this override once).
+    Only before Prefect is imported (its logging setup reads the override once); later it would
+    change nothing here and only leak into subprocesses.
     """
+    import sys
+
+    if "prefect" in sys.modules:
+        return
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
     # the drill keeps the edge functions' sources outside a flow run, as the watcher would inside one
     os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
@@ -446,7 +451,6 @@ def run_drill(settings: DrillSettings, console: Console) -> DrillReport:
         KeyboardInterrupt: Ctrl-C; everything started is stopped and the message says what is left.
     """
     check_scenario(settings.scenario)
-    quiet_prefect_console()
     app_dsn = None
     if settings.scenario == "db-degradation":
         settings = settings.model_copy(
@@ -459,7 +463,20 @@ def run_drill(settings: DrillSettings, console: Console) -> DrillReport:
         assert settings.database_url is not None
         app_dsn = prepare_database(settings.database_url)
     folder = new_folder(settings.scenario)
+    home = os.environ.get("RUNBOOK_HOME")
     os.environ["RUNBOOK_HOME"] = str(folder)  # the RCA and anything else the flows write
+    try:
+        return _run(settings, folder, console, app_dsn)
+    finally:
+        if home is None:
+            os.environ.pop("RUNBOOK_HOME", None)
+        else:
+            os.environ["RUNBOOK_HOME"] = home
+
+
+def _run(
+    settings: DrillSettings, folder: Path, console: Console, app_dsn: str | None
+) -> DrillReport:
     default = resources.files("runbook").joinpath("default_policy.toml").read_text("utf-8")
     actions = tomllib.loads(default).get("actions", {})
     (folder / "policy.toml").write_text(drill_policy_text(actions), encoding="utf-8")
