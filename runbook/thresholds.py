@@ -34,3 +34,31 @@ def evaluate(policy: Policy, readings: Readings) -> list[ThresholdFinding]:
 def breached(findings: list[ThresholdFinding]) -> list[ThresholdFinding]:
     """Findings past their alert threshold."""
     return [f for f in findings if f.level == "alert"]
+
+
+# the alert names a Prometheus rule file would use for each policy threshold
+ALERT_NAMES = {
+    "error_rate": "HighErrorRate",
+    "p95_latency": "HighLatencyP95",
+    "availability": "LowAvailability",
+    "db_connections": "DatabaseConnectionsHigh",
+    "edge_function_success": "EdgeFunctionFailures",
+}
+
+
+def alert_name(metric: str) -> str:
+    """The alert's name for a policy metric (the metric itself when it has no usual name)."""
+    return ALERT_NAMES.get(metric, metric)
+
+
+def describe(policy: Policy, finding: ThresholdFinding) -> str:
+    """``error_rate 3.00 % (alert at or above 1 %)``: the value against its alert threshold.
+
+    Raises:
+        KeyError: the policy has no threshold for the finding's metric.
+    """
+    t = policy.thresholds[finding.metric]
+    side = "above" if t.worse == "above" else "below"
+    return (
+        f"{finding.metric} {finding.value:.2f} {t.unit} (alert at or {side} {t.alert:g} {t.unit})"
+    )
