@@ -189,6 +189,17 @@ class Approvals(_Strict):
     max_failed_applications: int = Field(ge=1)
 
 
+class RcaPolicy(_Strict):
+    """Who owns the RCA's prevention action items, and how long they get."""
+
+    default_owner: str = "Engineering Lead"
+    owners: dict[str, str] = {}  # scenario (bad-deploy, db-degradation ...) -> owner
+    action_item_due: Duration = timedelta(weeks=1)
+
+    def owner(self, scenario: str | None) -> str:
+        return self.owners.get(scenario or "", self.default_owner)
+
+
 class Policy(_Strict):
     """The whole incident-response policy. Build it with ``load_policy``."""
 
@@ -202,6 +213,7 @@ class Policy(_Strict):
     reviews: list[Review] = Field(min_length=1)
     actions: dict[str, ActionPolicy]
     approvals: Approvals
+    rca: RcaPolicy = RcaPolicy()
 
     @model_validator(mode="after")
     def _complete(self) -> Policy:
