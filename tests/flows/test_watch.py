@@ -95,7 +95,7 @@ def _watch_options(options: Options, tmp_path: Path) -> Options:
     return options.model_copy(update={"policy_path": str(policy)})
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(180)  # the first flow test of a session also starts the Prefect server
 def test_watcher_opens_attaches_and_resolves_an_error_rate_incident(
     world, options, tmp_path
 ) -> None:
@@ -143,7 +143,7 @@ def test_watcher_opens_attaches_and_resolves_an_error_rate_incident(
     assert {a.labels["metric"] for a in resolved} == {"error_rate", "availability"}
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(180)  # the first flow test of a session also starts the Prefect server
 def test_unreachable_metrics_are_a_p3_incident_never_healthy(world, options, tmp_path) -> None:
     """With the metrics endpoint answering 503 the watcher opens a P3 "monitoring source
     unreachable" incident, and an open threshold incident whose healthy streak is older than the
