@@ -19,15 +19,7 @@ from runbook.clients.app import AppClient
 from runbook.metrics import readings_between
 from runbook.playbooks.severity import ThresholdFinding
 from runbook.policy import Policy
-from runbook.thresholds import evaluate
-
-ALERT_NAMES = {
-    "error_rate": "HighErrorRate",
-    "p95_latency": "HighLatencyP95",
-    "availability": "LowAvailability",
-    "db_connections": "DatabaseConnectionsHigh",
-    "edge_function_success": "EdgeFunctionFailures",
-}
+from runbook.thresholds import alert_name, evaluate
 
 
 class Observation(BaseModel):
@@ -57,7 +49,7 @@ def alertmanager_notification(
     alerts = []
     for f in firing:
         t = policy.thresholds[f.metric]
-        name = ALERT_NAMES.get(f.metric, f.metric)
+        name = alert_name(f.metric)
         labels = {"alertname": name, "service": service, "severity": t.severity.value}
         fingerprint = hashlib.sha256(json.dumps(labels, sort_keys=True).encode()).hexdigest()[:16]
         alerts.append(
