@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 
 from runbook.models import Alert, Incident, TimelineEvent
 from runbook.policy import Policy
-from runbook.rca import utc
+from runbook.rca import phases_in_run_order, utc
 from runbook.timings import Timings
 
 if TYPE_CHECKING:
@@ -139,6 +139,7 @@ def build_figure(timings: Timings, series: MetricSeries, title: str) -> Figure:
     from matplotlib.figure import Figure
 
     t0 = utc(timings.detected_at)
+    phases = phases_in_run_order(timings)
 
     def off(at: datetime | None) -> float | None:
         return None if at is None else (utc(at) - t0).total_seconds()
@@ -164,33 +165,33 @@ def build_figure(timings: Timings, series: MetricSeries, title: str) -> Figure:
     ax_phase, ax_metric = fig.subplots(2, 1, sharex=True, height_ratios=(1.1, 1))
     fig.suptitle(title)
 
-    names = [p.phase.value for p in timings.phases]
+    names = [p.phase.value for p in phases]
     ys = list(range(len(names)))
-    starts = [(off(p.started_at) or 0.0) / div for p in timings.phases]
-    widths = [(p.duration_s or 0.0) / div for p in timings.phases]
-    colors = [
-        BREACHED if p.breached else MET if p.breached is False else UNKNOWN for p in timings.phases
-    ]
+    starts = [(off(p.started_at) or 0.0) / div for p in phases]
+    widths = [(p.duration_s or 0.0) / div for p in phases]
+    colors = [BREACHED if p.breached else MET if p.breached is False else UNKNOWN for p in phases]
     ax_phase.barh(
         ys,
-        [(p.sla_s or 0.0) / div for p in timings.phases],
+        [(p.sla_s or 0.0) / div for p in phases],
         height=0.7,
         fill=False,
-        edgecolor=SLA,
+        edgecolor=[SLA if p.sla_s is not None else "none" for p in phases],
         linestyle="--",
         label="sla",
     )
     ax_phase.barh(ys, widths, left=starts, height=0.4, color=colors, label="phases")
-    for y, p in zip(ys, timings.phases, strict=True):
+    labels = []
+    for y, p in zip(ys, phases, strict=True):
         if p.duration_s is None:
-            ax_phase.text(starts[y], y, "  no end recorded", va="center", fontsize=8)
-        if p.sla_s is not None and p.sla_s / div > right:
-            ax_phase.text(
-                right, y, f"deadline +{p.sla_s / div:.3g} {unit} >", ha="right", va="center",
-                fontsize=8, color=SLA,
-            )  # fmt: skip
+            ax_phase.text(starts[y], y, " no end recorded", va="center", fontsize=8)
+        if p.sla_s is None:
+            labels.append(f"{p.phase.value}\n(no deadline)")
+        elif p.sla_s / div > right:  # past the axis: say where it is
+            labels.append(f"{p.phase.value}\n(due +{p.sla_s / div:.3g} {unit})")
+        else:
+            labels.append(p.phase.value)
     ax_phase.set_xlim(left, right)
-    ax_phase.set_yticks(ys, names)
+    ax_phase.set_yticks(ys, labels)
     ax_phase.invert_yaxis()
     ax_phase.set_title("Phases: duration (green met, red missed) within the SLA window (dashed)")
     if not names:

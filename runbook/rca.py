@@ -21,12 +21,28 @@ from runbook.models import (
     Diagnosis,
     Hypothesis,
     Incident,
+    Phase,
     TimelineEvent,
 )
 from runbook.policy import Policy, format_duration
-from runbook.timings import Timings
+from runbook.timings import PhaseTiming, Timings
 
 PERSON = "_To be written by the responders._"
+# actions that tell people about the incident; the Resolution lists the others (what changed things)
+COMMUNICATION = frozenset(
+    {
+        "post_message",
+        "send_email",
+        "open_war_room",
+        "page_oncall",
+        "resolve_page",
+        "create_ticket",
+        "close_ticket",
+        "comment_ticket",
+        "open_status_incident",
+        "update_status_incident",
+    }
+)
 CHART_ALT = "Phases against their SLA, and the triggering metric"
 
 _env = Environment(
@@ -115,6 +131,12 @@ def _verdict(took: float | None, target: float | None, what: str) -> str:
     return "met" if took <= target else "**missed**"
 
 
+def phases_in_run_order(timings: Timings) -> list[PhaseTiming]:
+    """The phases as they ran (by start; phases that never started last, in runbook order)."""
+    far = datetime.max.replace(tzinfo=UTC)
+    return sorted(timings.phases, key=lambda p: utc(p.started_at) if p.started_at else far)
+
+
 def _phase_verdict(sla_s: float | None, breached: bool | None) -> str:
     if sla_s is None:
         return "no deadline"
@@ -156,7 +178,7 @@ def response_rows(
         )
         for name, took, target, label, what in targets
     ]
-    for p in timings.phases:
+    for p in phases_in_run_order(timings):
         start = seconds_text(
             (utc(p.started_at) - utc(timings.detected_at)).total_seconds() if p.started_at else None
         )
@@ -168,7 +190,9 @@ def response_rows(
                 target=f"done {seconds_text(p.sla_s)} after detection"
                 if p.sla_s is not None
                 else "no deadline",
-                verdict=_phase_verdict(p.sla_s, p.breached),
+                verdict=_phase_verdict(p.sla_s, p.breached)
+                if p.ended_at or p.phase is not Phase.RCA
+                else "in progress (this document is part of it)",
             )
         )
     return rows
@@ -315,7 +339,7 @@ def render_rca(
     resolution = [
         f"{a.kind} on {a.target}: {a.status.value} (by {a.actor})"
         for a in actions
-        if a.status is ActionStatus.APPLIED and a.kind not in ("post_message",)
+        if a.status is ActionStatus.APPLIED and a.kind not in COMMUNICATION
     ]
     lines = timeline_lines(timeline, actions)
     same_day = all(utc(x.at).date() == utc(incident.detected_at).date() for x in lines)

@@ -91,7 +91,9 @@ def test_one_bar_per_phase_red_when_breached_and_the_file_is_a_png(tmp_path: Pat
     colors = [to_hex(b.get_facecolor()) for b in bars]
     assert colors[:3] == [MET, BREACHED, MET]
     assert [round(b.get_width(), 3) for b in bars][:3] == [3.0, 17.0, 15.0]  # minutes
-    assert [t.get_text() for t in ax.get_yticklabels()] == ["detect", "triage", "mitigate", "rca"]
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert [label.split("\n")[0] for label in labels] == ["detect", "triage", "mitigate", "rca"]
+    assert labels[3] == "rca\n(due +240 min)"  # a deadline past the axis is named
     assert len(fig.axes[1].lines[0].get_xdata()) == 3  # the metric's three readings
 
     path = write_chart(tmp_path / "rca" / "INC-1.png", timings, series, "INC-1")

@@ -176,6 +176,12 @@ def test_every_template_section_is_present_and_the_timeline_is_every_record_in_o
     assert "action rollback_deployment on prj_web: applied [by runbook]" in text
     assert "**Duration:** 40m" in text and "~120 users" in text
     assert "bad-deploy" in _section(text, "### Root Cause")[0]
+    # what fixed it: the rollback, not the ticket
+    assert (
+        _section(text, "### Resolution")[0]
+        == "- rollback_deployment on prj_web: applied (by runbook)"
+    )
+    assert "create_ticket" not in "".join(_section(text, "### Resolution"))
     assert "- [ ] Add a canary (owner: Engineering Lead" in text
     assert "_missing:" not in text
 
