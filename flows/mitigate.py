@@ -284,7 +284,11 @@ async def db_degradation(rt: Runtime, inc: Incident, report: PhaseReport) -> boo
     owner = rt.policy.escalation_level(0).role
     for hint in plan.index_hints:
         await rt.note(
-            inc.id, "recommendation", f"{hint.statement} ({hint.reason})", phase=Phase.MITIGATE
+            inc.id,
+            "recommendation",
+            f"{hint.statement} ({hint.reason})",
+            phase=Phase.MITIGATE,
+            data={"table": hint.table, "column": hint.column},  # the RCA's "add index" item
         )
         await asyncio.to_thread(
             rt.ledger.add_action_item,

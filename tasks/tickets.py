@@ -74,3 +74,28 @@ async def recent_commits(repo: GitHubRepository, limit: int = 10) -> list[dict[s
         }
         for c in commits
     ]
+
+
+@task(name="comment-ticket", **VENDOR_TASK)
+async def comment_ticket(
+    ctx: ActionContext,
+    tracker: GitHubRepository | JiraProject,
+    ticket_key: str,
+    purpose: str,
+    body: str,
+) -> dict[str, Any]:
+    """Add a comment to the incident ticket, once per ``purpose`` (e.g. "rca": the RCA's link)."""
+
+    async def apply() -> dict[str, Any]:
+        async with ticket_client(tracker) as client:
+            comment = await client.comment(ticket_key, body)
+        return {"key": ticket_key, "url": comment.url}
+
+    outcome = await ctx.act(
+        "comment_ticket",
+        incident_label(ctx.incident_id),
+        {"key": ticket_key, "purpose": purpose},
+        apply,
+        key=ctx.key("comment_ticket", incident_label(ctx.incident_id), purpose),
+    )
+    return {"status": outcome.status.value, "already_done": outcome.already_done}

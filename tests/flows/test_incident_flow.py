@@ -12,6 +12,7 @@ from flows.incident import incident_response
 from flows.runtime import Options, get_ledger
 from runbook.clock import utcnow
 from runbook.models import ActionStatus, Alert, IncidentStatus, Severity
+from runbook.sandbox import github as sb_github
 from runbook.sandbox import pagerduty as sb_pagerduty
 from runbook.sandbox import slack as sb_slack
 from runbook.sandbox import vercel as sb_vercel
@@ -19,6 +20,19 @@ from runbook.sandbox.scenarios import apply_scenario
 from tests.flows.conftest import sandbox_requests
 
 pytestmark = pytest.mark.timeout(180)
+RCA_SECTIONS = (
+    "## Incident:",
+    "**Date:**",
+    "**Severity:**",
+    "**Duration:**",
+    "**Affected Users:**",
+    "### Timeline",
+    "### Response Times",
+    "### Root Cause",
+    "### Impact",
+    "### Resolution",
+    "### Action Items",
+)
 
 
 def open_incident(
@@ -47,7 +61,8 @@ def test_bad_deploy_is_detected_diagnosed_rolled_back_and_resolved(
     world, options, flow_env
 ) -> None:
     """A bad deploy: ticket, page and message once each, diagnosis names it, one verified rollback,
-    status page resolved, incident resolved."""
+    status page resolved, incident resolved; its RCA has every template section, the ledger's
+    timeline event for event, a chart, and a link on the ticket."""
     good = sb_vercel.current_production(world)
     assert good is not None
     apply_scenario(world, "bad-deploy")
@@ -88,6 +103,31 @@ def test_bad_deploy_is_detected_diagnosed_rolled_back_and_resolved(
 
     public = list(sb_statuspage.page(world).incidents.values())
     assert len(public) == 1 and public[0].status == "resolved"
+    # the RCA: every template section; its timeline is the ledger's events (and actions) up to the
+    # document, one line each, in order; the chart exists; the ticket links it
+    rca_text = open(summary["rca_path"]).read()
+    for header in RCA_SECTIONS:
+        assert header in rca_text, header
+    events = ledger.timeline(incident_id)
+    written = next(e for e in events if e.kind == "rca")
+    shown = events[: events.index(written)]
+    assert len(shown) == written.data["events"]  # nothing was written between reading and the note
+    acted = [a for a in ledger.actions_for(incident_id) if a.kind != "comment_ticket"]
+    section = rca_text.split("### Timeline\n", 1)[1].split("\n### ", 1)[0]
+    lines = [line for line in section.splitlines() if line.startswith("- ")]
+    assert len(lines) == len(shown) + len(acted)
+    rest = iter(lines)  # each event matches the next line that shows it, in ledger order
+    for e in shown:
+        assert any(f" - {e.kind}" in line and " ".join(e.message.split()) in line for line in rest)
+    for a in acted:
+        assert any(f" - action {a.kind} " in line for line in lines), a.kind
+    for phase in ("detect", "triage", "mitigate", "communicate"):
+        assert f"| Phase {phase} (started +" in rca_text
+    assert "| Time to resolve |" in rca_text and "pre-deploy check" in rca_text
+    chart = open(written.data["chart_path"], "rb").read()
+    assert chart[:8] == b"\x89PNG\r\n\x1a\n" and f"]({inc.key}.png)" in rca_text
+    ticket = sb_github.issues(world)[0]
+    assert [c for c in ticket.comments if summary["rca_path"] in c["body"]]
 
 
 VENDORS = ("vercel", "supabase", "supabase-data", "slack", "pagerduty", "statuspage", "github")
