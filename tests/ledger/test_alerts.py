@@ -137,6 +137,71 @@ def test_record_alerts_keeps_order_and_semantics_in_one_batch(ledger: Ledger) ->
     assert ledger.record_alerts([]) == []
 
 
+def test_batch_counts_in_the_order_given_within_a_key(ledger: Ledger, clock) -> None:  # type: ignore[no-untyped-def]
+    """In one batch a resolved alert before any firing one finds no incident; the first firing one
+    opens it, the later ones (firing or resolved) attach, and alert_count counts the firing ones."""
+    outcomes = ledger.record_alerts(
+        [resolved("r0", "k"), make_alert("f1", "k"), make_alert("f2", "k"), resolved("r3", "k"),
+         make_alert("f4", "k")]
+    )  # fmt: skip
+    assert [(o.opened, o.attached, o.incident_id is None) for o in outcomes] == [
+        (False, False, True), (True, False, False), (False, True, False), (False, True, False),
+        (False, True, False),
+    ]  # fmt: skip
+    incident = ledger.get_incident(outcomes[1].incident_id or 0)
+    assert incident.alert_count == 3 and count(ledger, outbox) == 1
+    assert [a.delivery_id for a in ledger.alerts_for(incident.id)] == ["f1", "f2", "r3", "f4"]
+    events = ledger.timeline(incident.id)
+    assert [e.kind for e in events] == ["alert", "alert", "alert_resolved", "alert"]
+    assert events[0].message.startswith("incident opened by") and events[0].at == clock.now()
+    assert [e.data["alert_id"] for e in events] == [o.alert_id for o in outcomes[1:]]
+
+
+def test_batch_attaches_to_an_incident_opened_earlier(ledger: Ledger, clock) -> None:  # type: ignore[no-untyped-def]
+    """A later batch adds its firing alerts to the open incident's count and stamps updated_at."""
+    first = ledger.record_alert(make_alert("d0", "k"))
+    clock.advance(60)
+    outcomes = ledger.record_alerts(
+        [make_alert(f"d{i}", "k") for i in range(1, 4)] + [resolved("r", "k")]
+    )
+    assert {o.incident_id for o in outcomes} == {first.incident_id}
+    assert all(o.attached and not o.opened for o in outcomes)
+    incident = ledger.get_incident(first.incident_id or 0)
+    assert incident.alert_count == 4 and incident.updated_at == clock.now()
+    assert count(ledger, incidents) == 1 and count(ledger, outbox) == 1
+
+
+def test_copies_inside_a_batch_are_duplicates_of_the_first(ledger: Ledger) -> None:
+    """A delivery repeated inside one batch, or already stored, is a duplicate with the stored
+    alert's id and incident, and is stored once."""
+    stored = ledger.record_alert(make_alert("old", "k1"))
+    outcomes = ledger.record_alerts(
+        [make_alert("new", "k2"), make_alert("new", "k2"), make_alert("old", "k1")]
+    )
+    assert [o.duplicate for o in outcomes] == [False, True, True]
+    assert (outcomes[1].alert_id, outcomes[1].incident_id) == (
+        outcomes[0].alert_id, outcomes[0].incident_id,
+    )  # fmt: skip
+    assert (outcomes[2].alert_id, outcomes[2].incident_id) == (stored.alert_id, stored.incident_id)
+    assert count(ledger, alerts) == 2
+    assert ledger.get_incident(outcomes[0].incident_id or 0).alert_count == 1
+
+
+def test_a_large_batch_over_many_keys(ledger: Ledger) -> None:
+    """2,500 alerts over 700 keys in one call (more rows than one SQLite statement takes) give 700
+    incidents, 700 launches and every alert stored and linked."""
+    batch = [make_alert(f"d{i}", f"k{i % 700}") for i in range(2500)]
+    outcomes = ledger.record_alerts(batch)
+    assert sum(o.opened for o in outcomes) == 700 and count(ledger, incidents) == 700
+    assert count(ledger, alerts) == 2500 and count(ledger, outbox) == 700
+    with ledger.engine.connect() as conn:
+        unlinked = conn.execute(
+            sa.select(sa.func.count()).where(alerts.c.incident_id.is_(None))
+        ).scalar_one()
+        total = conn.execute(sa.select(sa.func.sum(incidents.c.alert_count))).scalar_one()
+    assert (unlinked, total) == (0, 2500)
+
+
 @pytest.mark.filterwarnings("ignore:Pydantic serializer warnings")
 def test_record_alerts_is_one_transaction(ledger: Ledger) -> None:
     """A batch with one unstorable alert stores none of them."""
