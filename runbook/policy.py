@@ -154,6 +154,7 @@ class Routing(_Strict):
     email_daily_summary: bool = True
     customer_email: list[Severity] = []
     customer_email_to: list[str] = []
+    team_email_to: list[str] = []  # the daily summary and the review reminders
     email_sender: str = "incidents@localhost"
     status_page: list[Severity] = []
 

@@ -17,11 +17,12 @@ from runbook.ledger.alerts import AlertsMixin
 from runbook.ledger.engine import create_ledger_engine, migrate
 from runbook.ledger.incidents import IncidentsMixin
 from runbook.ledger.queue import QueueMixin
+from runbook.ledger.reviews import ReviewsMixin
 from runbook.ledger.snapshots import SnapshotsMixin
 from runbook.ledger.url import describe_url, resolve_url
 
 
-class Ledger(AlertsMixin, IncidentsMixin, ActionsMixin, QueueMixin, SnapshotsMixin):
+class Ledger(AlertsMixin, IncidentsMixin, ActionsMixin, QueueMixin, SnapshotsMixin, ReviewsMixin):
     """The incident store over SQLite or PostgreSQL.
 
     Args:
