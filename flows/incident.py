@@ -23,6 +23,7 @@ from flows.detect import detect, notify_and_page
 from flows.mitigate import mitigate
 from flows.rca import rca
 from flows.report import PhaseReport
+from flows.reviews import schedule_reviews
 from flows.runtime import Options, Runtime, build_runtime
 from flows.triage import triage
 from runbook.errors import InvalidTransition
@@ -243,6 +244,8 @@ async def incident_response(
     )
     if overrun is not None:
         await send_escalation(rt, inc, overrun, None)
+    if inc.resolved_at is not None:
+        await schedule_reviews(rt, incident_id)
     outcome = "resolved" if inc.resolved_at else "still open, escalated to a person"
     await rt.note(incident_id, "response_ended", f"runbook finished: {outcome}")
     return {

@@ -1,6 +1,6 @@
 """Serve every deployment of the runbook from one process, no work pool needed (`runbook serve`).
 
-The deployments are the same seven that prefect.yaml declares, under the same names
+The deployments are the same nine that prefect.yaml declares, under the same names
 (``<flow-name>/runbook``), so the alert gateway launches ``incident-response/runbook`` whichever way they
 are run. Serving takes over a deployment of that name that ``prefect deploy`` created: it keeps its id
 (and run history), its description, tags, parameter schema and schedule are replaced by these, its
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 DEPLOYMENT_NAME = "runbook"
 INCIDENT_DEPLOYMENT = f"incident-response/{DEPLOYMENT_NAME}"
 WATCH_CRON = "* * * * *"
+DIGEST_CRON = "0 7 * * *"  # the daily summary, 07:00 UTC
 
 DESCRIPTIONS = {
     "incident-response": "Walk one incident through the runbook: detect, triage, mitigate, "
@@ -42,40 +43,50 @@ DESCRIPTIONS = {
     "incident.",
     "rca": "Root Cause Analysis: the RCA document from the ledger.",
     "watch": "Escalate missed phase deadlines (dead workers) and resolution overruns, every minute.",
+    "review": "Post-incident review: remind about open checklist items and overdue action items "
+    "(scheduled at +24h/+48h/+1w on resolution), or tick items off with done.",
+    "digest": "Daily summary by email: incidents by severity, SLA misses, open action items, "
+    "MTTA/MTTR trend.",
 }
 TAGS = {
     "incident-response": ["runbook", "incident"],
     "watch": ["runbook", "watch"],
+    "review": ["runbook", "review"],
+    "digest": ["runbook", "digest"],
 }
 PHASE_TAGS = ["runbook", "phase"]
 
 
 def build_deployments() -> list[RunnerDeployment]:
-    """Build the seven deployments, named ``<flow-name>/runbook`` like the ones in prefect.yaml.
+    """Build the nine deployments, named ``<flow-name>/runbook`` like the ones in prefect.yaml.
 
     Returns:
-        RunnerDeployments of incident-response, detect, triage, mitigate, communicate, rca and
-        watch (the last on a one-minute cron), ready for ``prefect.serve``.
+        RunnerDeployments of incident-response, detect, triage, mitigate, communicate, rca, watch
+        (on a one-minute cron), review and digest (daily), ready for ``prefect.serve``.
     """
     # imported here so that `import flows.serve` (e.g. by the CLI) stays cheap
     from prefect.deployments.runner import EntrypointType
 
     from flows.communicate import communicate
     from flows.detect import detect
+    from flows.digest import digest
     from flows.incident import incident_response
     from flows.mitigate import mitigate
     from flows.rca import rca
+    from flows.reviews import review
     from flows.triage import triage
     from flows.watch import watch
 
     out: list[RunnerDeployment] = []
-    for fl in (incident_response, detect, triage, mitigate, communicate, rca, watch):
+    crons = {watch.name: WATCH_CRON, digest.name: DIGEST_CRON}
+    every = (incident_response, detect, triage, mitigate, communicate, rca, watch, review, digest)
+    for fl in every:
         # _sync: to_deployment would hand back a coroutine when called from async code (tests)
         dep = fl.to_deployment(
             name=DEPLOYMENT_NAME,
             description=DESCRIPTIONS[fl.name],
             tags=TAGS.get(fl.name, PHASE_TAGS),
-            cron=WATCH_CRON if fl is watch else None,
+            cron=crons.get(fl.name),
             # A module entrypoint (flows.incident.incident_response) is imported from the installed
             # package, wherever the runner runs. A file entrypoint would be loaded from the
             # deployment's stored path, which a deployment first made by `prefect deploy` (pull

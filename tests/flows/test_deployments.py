@@ -30,7 +30,17 @@ from runbook.sandbox.scenarios import apply_scenario
 from tests.flows.conftest import TEST_POLICY
 
 ROOT = Path(__file__).resolve().parents[2]
-FLOWS = ("incident-response", "detect", "triage", "mitigate", "communicate", "rca", "watch")
+FLOWS = (
+    "incident-response",
+    "detect",
+    "triage",
+    "mitigate",
+    "communicate",
+    "rca",
+    "watch",
+    "review",
+    "digest",
+)
 pytestmark = pytest.mark.timeout(240)
 
 
@@ -82,8 +92,9 @@ def deployed(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> dict
 
 
 def test_prefect_deploy_all_registers_every_deployment(deployed: dict[str, Any]) -> None:
-    """`prefect deploy --all` creates the seven `<flow>/runbook` deployments on the process pool, each
-    described and tagged, with a pull step into this checkout, and watch on a one-minute cron."""
+    """`prefect deploy --all` creates the nine `<flow>/runbook` deployments on the process pool, each
+    described and tagged, with a pull step into this checkout, watch on a one-minute cron and digest
+    on a daily one."""
     assert set(deployed) == set(FLOWS)
     for name, dep in deployed.items():
         assert dep["name"] == DEPLOYMENT_NAME and dep["work_pool_name"] == "runbook", name
@@ -94,7 +105,9 @@ def test_prefect_deploy_all_registers_every_deployment(deployed: dict[str, Any])
     assert deployed["incident-response"]["entrypoint"] == "flows/incident.py:incident_response"
     (schedule,) = deployed["watch"]["schedules"]
     assert schedule["schedule"]["cron"] == "* * * * *" and schedule["active"]
-    assert all(not deployed[name]["schedules"] for name in FLOWS if name != "watch")
+    (daily,) = deployed["digest"]["schedules"]
+    assert daily["schedule"]["cron"] == "0 7 * * *" and daily["active"]
+    assert all(not deployed[name]["schedules"] for name in FLOWS if name not in ("watch", "digest"))
 
 
 def test_incident_deployment_form_documents_every_parameter(deployed: dict[str, Any]) -> None:
@@ -164,7 +177,7 @@ def _module_entrypoint(file_entrypoint: str) -> str:
 
 
 def test_build_deployments_matches_prefect_yaml() -> None:
-    """flows.serve builds the same seven deployments as prefect.yaml (names, flows, descriptions, tags,
+    """flows.serve builds the same nine deployments as prefect.yaml (names, flows, descriptions, tags,
     the watch cron), with module entrypoints and no work pool."""
     spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]
     by_entry = {_module_entrypoint(d["entrypoint"]): d for d in spec}
