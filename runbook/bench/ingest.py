@@ -46,11 +46,12 @@ def _serve_gateway(url: str, sock: socket.socket) -> None:
     import uvicorn
 
     from runbook.gateway import GatewayConfig, create_app
+    from runbook.gateway.server import uvicorn_config
 
     with open_ledger(url) as ledger:
         config = GatewayConfig.from_env({"RUNBOOK_GATEWAY_TOKEN": TOKEN})
         app = create_app(ledger, config, launcher=None)
-        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+        server = uvicorn.Server(uvicorn_config(app))
         server.run(sockets=[sock])
 
 

@@ -5,6 +5,10 @@ incidents and outbox rows together) and only then the 2xx. Answers: 202 stored, 
 that changed nothing, 400 with the reason (raw body kept as a dead letter), 401/403 auth, 413 too
 large, 415 not JSON, 503 ledger down (with Retry-After, so Alertmanager and Datadog retry). Nothing
 a client sends leads to a 500.
+
+``POST /hooks/<sender>`` is the hot path, so ``GatewayApp`` answers it in plain ASGI (one dict of
+headers, the body from ``receive``, one ``send`` of prebuilt headers); everything else, other methods
+on the hooks included, goes through Starlette. Both run the same ``Gateway.process``.
 """
 
 from __future__ import annotations
@@ -13,13 +17,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import orjson
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -41,12 +46,32 @@ RETRY_AFTER_S = "5"
 JSON_TYPES = ("application/json", "text/json", "application/vnd.pagerduty")
 
 
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+
 class TooLarge(Exception):
     """The body is over the configured limit."""
 
 
-def _json(status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(payload), status, headers, media_type="application/json")
+@dataclass
+class Answer:
+    """What to answer a delivery: status, JSON payload, extra headers."""
+
+    status: int
+    payload: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def response(self) -> Response:
+        """As a Starlette response."""
+        return Response(
+            orjson.dumps(self.payload), self.status, self.headers, media_type="application/json"
+        )
+
+
+def _json(status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> Answer:
+    return Answer(status, payload, headers or {})
 
 
 class Gateway:
@@ -89,48 +114,64 @@ class Gateway:
         if self.dispatcher is not None:
             await self.dispatcher.stop()
 
-    async def _body(self, request: Request) -> bytes:
+    async def _body(self, headers: Mapping[str, str], chunks: AsyncIterator[bytes]) -> bytes:
         limit = self.config.max_body_bytes
-        declared = request.headers.get("content-length")
+        declared = headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise TooLarge
-        chunks: list[bytes] = []
+        parts: list[bytes] = []
         size = 0
-        async for chunk in request.stream():
+        async for chunk in chunks:
             size += len(chunk)
             if size > limit:
                 raise TooLarge
-            chunks.append(chunk)
-        return b"".join(chunks)
+            parts.append(chunk)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
-    async def handle(self, request: Request, source: str) -> Response:
-        """One delivery from ``source``, answered only after it is durable (or refused)."""
+    async def process(
+        self, source: str, headers: Mapping[str, str], chunks: AsyncIterator[bytes]
+    ) -> Answer:
+        """One delivery from ``source``, answered only after it is durable (or refused).
+
+        Args:
+            source: the sender (the hook's name).
+            headers: the request headers, lower-case names.
+            chunks: the request body.
+
+        Returns:
+            The answer to send.
+        """
         started = time.perf_counter()
         self.start()
-        response = await self._handle(request, source)
-        self.metrics.latency.labels(source, str(response.status_code)).observe(
-            time.perf_counter() - started
-        )
-        return response
+        answer = await self._handle(source, headers, chunks)
+        self.metrics.observe(source, answer.status, time.perf_counter() - started)
+        return answer
 
-    async def _handle(self, request: Request, source: str) -> Response:
-        content_type = request.headers.get("content-type", "")
+    async def handle(self, request: Request, source: str) -> Response:
+        """``process`` for a Starlette request."""
+        answer = await self.process(source, request.headers, request.stream())
+        return answer.response()
+
+    async def _handle(
+        self, source: str, headers: Mapping[str, str], chunks: AsyncIterator[bytes]
+    ) -> Answer:
+        content_type = headers.get("content-type", "")
         if not content_type.lower().startswith(JSON_TYPES):
             return self._refuse(source, 415, "unsupported_media_type",
                                 "send the body as application/json")  # fmt: skip
         try:
-            body = await self._body(request)
+            body = await self._body(headers, chunks)
         except TooLarge:
             return self._refuse(source, 413, "too_large",
                                 f"the body is over {self.config.max_body_bytes} bytes")  # fmt: skip
         try:
-            authenticate(source, request.headers, body, self.config, self.clock.now())
+            authenticate(source, headers, body, self.config, self.clock.now())
         except AuthFailure as failure:
             return self._refuse(source, failure.status, "unauthorized", failure.reason)
         try:
-            alerts = [sanitize(a) for a in PARSERS[source](body, request.headers)]
+            alerts = [sanitize(a) for a in PARSERS[source](body, headers)]
         except ParseError as error:
-            await self._dead_letter(source, str(error), body, request)
+            await self._dead_letter(source, str(error), body, headers)
             return self._refuse(source, 400, "bad_request", str(error))
         if not alerts:
             return _json(200, {"status": "ignored", "reason": "no alert in this delivery"})
@@ -148,7 +189,7 @@ class Gateway:
             return _json(503, {"error": "ledger_unavailable", "detail": "retry later"},
                          {"Retry-After": RETRY_AFTER_S})  # fmt: skip
         except LedgerError as error:
-            await self._dead_letter(source, f"the ledger refused it: {error}", body, request)
+            await self._dead_letter(source, f"the ledger refused it: {error}", body, headers)
             return self._refuse(source, 400, "bad_request", f"the ledger refused it: {error}")
         response = self._accepted(source, outcomes)
         settle = {
@@ -160,7 +201,7 @@ class Gateway:
             await self._settle(settle)
         return response
 
-    def _accepted(self, source: str, outcomes: list[AlertOutcome]) -> Response:
+    def _accepted(self, source: str, outcomes: list[AlertOutcome]) -> Answer:
         opened = [o.incident_id for o in outcomes if o.opened]
         dups = sum(1 for o in outcomes if o.duplicate)
         attached = sum(1 for o in outcomes if o.attached)
@@ -206,13 +247,15 @@ class Gateway:
                     actor="gateway", reason="flapping: it fired again within the flap window",
                 )  # fmt: skip
 
-    def _refuse(self, source: str, status: int, error: str, reason: str) -> Response:
+    def _refuse(self, source: str, status: int, error: str, reason: str) -> Answer:
         self.metrics.received.labels(source, error).inc()
         return _json(status, {"error": error, "detail": reason})
 
-    async def _dead_letter(self, source: str, reason: str, body: bytes, request: Request) -> None:
+    async def _dead_letter(
+        self, source: str, reason: str, body: bytes, headers: Mapping[str, str]
+    ) -> None:
         try:
-            await asyncio.to_thread(self.ledger.dead_letter, source, reason, body, request.headers)
+            await asyncio.to_thread(self.ledger.dead_letter, source, reason, body, headers)
         except LedgerError as error:  # the 400 stands; the sender's own logs keep the body
             log.warning("could not keep a dead letter from %s: %s", source, error)
 
@@ -221,8 +264,9 @@ class Gateway:
         try:
             stats = await asyncio.to_thread(self.ledger.outbox_stats)
         except LedgerError as error:
-            return _json(503, {"status": "ledger_unavailable", "detail": str(error)})
-        return _json(200, {"status": "ok", "ledger": self.ledger.describe(), "outbox": stats})
+            return _json(503, {"status": "ledger_unavailable", "detail": str(error)}).response()
+        answer = _json(200, {"status": "ok", "ledger": self.ledger.describe(), "outbox": stats})
+        return answer.response()
 
     async def metrics_page(self, request: Request) -> Response:
         """Prometheus text exposition."""
@@ -235,13 +279,65 @@ class Gateway:
         return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
+class GatewayApp:
+    """The ASGI app: ``POST /hooks/<sender>`` in plain ASGI, the rest through Starlette.
+
+    Attributes:
+        gateway: the Gateway (also ``state.gateway``).
+        routes: the Starlette app (health, metrics, lifespan, 405 for other methods on the hooks).
+    """
+
+    def __init__(self, gateway: Gateway, routes: Starlette) -> None:
+        self.gateway = gateway
+        self.routes = routes
+        self._hooks = {f"/hooks/{source}": source for source in PARSERS}
+
+    @property
+    def state(self) -> Any:
+        """The Starlette app's state (``state.gateway``)."""
+        return self.routes.state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        source = self._hooks.get(scope.get("path", "")) if scope["type"] == "http" else None
+        if source is None or scope["method"] != "POST":
+            await self.routes(scope, receive, send)
+            return
+        # ASGI header names are lower-case bytes; the first of repeated headers wins
+        headers: dict[str, str] = {}
+        for name, value in scope["headers"]:
+            headers.setdefault(name.decode("latin-1"), value.decode("latin-1"))
+        try:
+            answer = await self.gateway.process(source, headers, _chunks(receive))
+        except ClientDisconnect:
+            return  # the sender went away before its body arrived: nothing stored, no one to answer
+        body = orjson.dumps(answer.payload)
+        raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        raw += [
+            (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in answer.headers.items()
+        ]
+        await send({"type": "http.response.start", "status": answer.status, "headers": raw})
+        await send({"type": "http.response.body", "body": body})
+
+
+async def _chunks(receive: Receive) -> AsyncIterator[bytes]:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect
+        body = message.get("body", b"")
+        if body:
+            yield body
+        if not message.get("more_body", False):
+            return
+
+
 def create_app(
     ledger: Ledger,
     config: GatewayConfig | None = None,
     *,
     launcher: Launcher | None = None,
     clock: Clock | None = None,
-) -> Starlette:
+) -> GatewayApp:
     """Build the gateway app over an open ledger.
 
     Args:
@@ -251,7 +347,7 @@ def create_app(
         clock: the time source (default: real time).
 
     Returns:
-        The Starlette app; ``app.state.gateway`` is its Gateway.
+        The ASGI app; ``app.state.gateway`` is its Gateway.
     """
     gateway = Gateway(ledger, config or GatewayConfig.from_env(), launcher, clock or SystemClock())
 
@@ -274,4 +370,4 @@ def create_app(
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.gateway = gateway
-    return app
+    return GatewayApp(gateway, app)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 # ack latency: the targets are p99 <= 25 ms and 2xx within 1 s
@@ -61,6 +63,19 @@ class GatewayMetrics:
         )
         self._alerts = 0
         self._not_opened = 0
+        # labelled children by label values: ``labels()`` takes a lock and builds a key per call
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def _child(self, metric: Any, *values: str) -> Any:
+        key = (str(id(metric)), *values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
+
+    def observe(self, source: str, status: int, seconds: float) -> None:
+        """One answered request: its latency by source and status."""
+        self._child(self.latency, source, str(status)).observe(seconds)
 
     def count_outcomes(
         self, source: str, opened: int, attached: int, duplicates: int, other: int
@@ -68,14 +83,14 @@ class GatewayMetrics:
         """Count one request's stored alerts."""
         stored = opened + attached + other
         if stored:
-            self.received.labels(source, "stored").inc(stored)
+            self._child(self.received, source, "stored").inc(stored)
         if duplicates:
-            self.received.labels(source, "duplicate").inc(duplicates)
-            self.duplicates.labels(source).inc(duplicates)
+            self._child(self.received, source, "duplicate").inc(duplicates)
+            self._child(self.duplicates, source).inc(duplicates)
         if opened:
-            self.opened.labels(source).inc(opened)
+            self._child(self.opened, source).inc(opened)
         if attached:
-            self.attached.labels(source).inc(attached)
+            self._child(self.attached, source).inc(attached)
         self._alerts += stored + duplicates
         self._not_opened += stored + duplicates - opened
 

@@ -56,7 +56,7 @@ def to_json(value: Any) -> str:
 @functools.cache
 def time_processor(dialect: sa.Dialect) -> Callable[[datetime | None], Any]:
     """The schema's UTCDateTime bind processing for ``dialect`` (UTC; SQLite's text format)."""
-    process = UTCDateTime().bind_processor(dialect)
+    process = UTCDateTime().dialect_impl(dialect).bind_processor(dialect)
     assert process is not None  # noqa: S101 - UTCDateTime always processes
     return process
 

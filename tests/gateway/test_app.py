@@ -194,3 +194,20 @@ async def test_healthz_and_metrics(client: httpx.AsyncClient) -> None:
         "runbook_gateway_outbox_pending" in text
         and "runbook_gateway_request_seconds_bucket" in text
     )
+
+
+async def test_hooks_take_the_plain_asgi_path_and_other_methods_get_405(
+    client: httpx.AsyncClient, ledger: Ledger
+) -> None:
+    """POST on a hook is answered with JSON and its length (503 keeps Retry-After); GET on a hook
+    is 405 and unknown paths 404, from the Starlette routes; header names are matched in any case."""
+    response = await client.post(
+        "/hooks/generic", content=p.generic(key="a"),
+        headers={"AUTHORIZATION": p.bearer()["authorization"], "Content-Type": "application/json",
+                 "Idempotency-Key": "abc"},
+    )  # fmt: skip
+    assert response.status_code == 202 and response.headers["content-type"] == "application/json"
+    assert int(response.headers["content-length"]) == len(response.content)
+    assert (await client.get("/hooks/generic")).status_code == 405
+    assert (await client.post("/hooks/nosuch", content=b"{}")).status_code == 404
+    assert len(ledger.list_incidents()) == 1

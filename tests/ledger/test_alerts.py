@@ -233,3 +233,16 @@ def test_alerts_for_a_missing_incident_is_refused(ledger: Ledger) -> None:
     """Asking for the alerts of an unknown incident raises LedgerPermanentError naming it."""
     with pytest.raises(LedgerPermanentError, match="no incident INC-42"):
         ledger.alerts_for(42)
+
+
+def test_batch_times_are_stored_like_every_other_time(ledger: Ledger, clock) -> None:  # type: ignore[no-untyped-def]
+    """The batch path stores times exactly as SQLAlchemy's UTCDateTime does (on SQLite, the same
+    text with microseconds), so they compare and sort with times written elsewhere."""
+    outcome = ledger.record_alert(make_alert("d1", "k1", started_at=clock.now()))
+    ledger.add_event(outcome.incident_id or 0, "note", "written through Core")
+    with ledger.engine.connect() as conn:
+        raw = conn.exec_driver_sql(
+            "SELECT received_at, started_at FROM alerts UNION ALL "
+            "SELECT at, at FROM timeline_events ORDER BY 1"
+        ).all()
+    assert len({tuple(map(str, row)) for row in raw}) == 1

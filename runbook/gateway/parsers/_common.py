@@ -133,9 +133,11 @@ def label_fingerprint(labels: Mapping[str, str]) -> str:
 
 def header(headers: Mapping[str, str], name: str) -> str:
     """A header's value (case-insensitive for plain dicts too), ``""`` if absent."""
-    value = headers.get(name)
+    lower = name.lower()
+    value = headers.get(lower)  # ASGI and Starlette names are lower-case already
     if value is None:
-        lower = name.lower()
+        value = headers.get(name)
+    if value is None:
         value = next((v for k, v in headers.items() if k.lower() == lower), "")
     return value
 
