@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from runbook.cli_review import register as register_review
 from runbook.errors import ConfigError, LedgerError, PolicyError
 
 app = typer.Typer(
@@ -40,6 +41,7 @@ def _mount_db() -> None:
 
 
 _mount_db()
+register_review(app)
 
 out = Console()
 err = Console(stderr=True)
