@@ -6,12 +6,13 @@ Inside the caller's one transaction:
    redelivery (or a second copy inside the batch) is a duplicate and changes nothing;
 2. one SELECT of the open incidents of the batch's dedup keys, in key order, ``FOR UPDATE`` on
    PostgreSQL so none of them closes before we commit (SQLite's ``BEGIN IMMEDIATE`` already
-   serialises writers);
-3. one INSERT of the new incidents ``ON CONFLICT (open_key) DO NOTHING RETURNING`` and one of their
-   ``launch_incident`` outbox rows; a key that a concurrent writer opened in between attaches to the
-   winner's incident through the per-key update-or-insert loop, so the UNIQUE ``open_key`` keeps one
-   open incident per key whatever the interleaving;
-4. executemany: the attached incidents' alert counts, the alert -> incident links, the timeline.
+   serialises writers); on PostgreSQL 1 and 2 are one statement;
+3. one INSERT of the new incidents ``ON CONFLICT (open_key) DO NOTHING RETURNING``; a key that a
+   concurrent writer opened in between attaches to the winner's incident through the per-key
+   update-or-insert loop, so the UNIQUE ``open_key`` keeps one open incident per key whatever the
+   interleaving;
+4. the attached incidents' alert counts, the new incidents' ``launch_incident`` outbox rows, the
+   alert -> incident links and the timeline (one statement on PostgreSQL, executemany on SQLite).
 
 The statements are each dialect's own SQL on the raw driver (``runbook.ledger.alert_sql``).
 Within one key the alerts count in the order given: the first firing alert opens the incident when
@@ -30,7 +31,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from runbook.errors import LedgerUnavailableError
-from runbook.ledger.alert_sql import INCIDENT_COLUMNS, BatchSQL, batch_sql, to_json
+from runbook.ledger.alert_sql import INCIDENT_COLUMNS, BatchSQL, Finish, batch_sql, to_json
 from runbook.ledger.records import AlertIntake, AlertOutcome
 from runbook.ledger.schema import UTCDateTime, incidents
 from runbook.models import Alert, AlertStatus, IncidentStatus
@@ -101,7 +102,9 @@ def record_batch(
         if first.setdefault((alert.source, alert.delivery_id), index) != index:
             copies.append(index)
     rows = [_alert_row(sql, intakes[i].alert, now) for i in first.values()]
-    stored = {(source, delivery): ident for ident, source, delivery in sql.insert_alerts(rows)}
+    # the open incidents of every key in the batch (a duplicate's key too: harmless)
+    inserted, found = sql.store(rows, list({intakes[i].alert.dedup_key for i in first.values()}))
+    stored = {(source, delivery): ident for ident, source, delivery in inserted}
     outcomes: dict[int, AlertOutcome] = {}
     if len(stored) < len(first):
         missing = sorted({d for s, d in first if (s, d) not in stored})
@@ -118,8 +121,13 @@ def record_batch(
             alert_ids[index] = stored[pair]
             keys.setdefault(intakes[index].alert.dedup_key, _Key()).members.append(index)
     if keys:
-        _open_or_attach(conn, sql, keys, intakes, now, scenario)
-        _link_and_log(sql, keys, intakes, alert_ids, now, actor, outcomes)
+        for ident, open_key in found:
+            if open_key in keys:
+                keys[open_key].incident_id = ident
+        done = Finish(now)
+        _open_or_attach(conn, sql, keys, intakes, scenario, done)
+        _link_and_log(sql, keys, intakes, alert_ids, actor, outcomes, done)
+        sql.finish(done)
     for index in copies:
         alert = intakes[index].alert
         original = outcomes[first[(alert.source, alert.delivery_id)]]
@@ -134,12 +142,11 @@ def _open_or_attach(
     sql: BatchSQL,
     keys: dict[str, _Key],
     intakes: Sequence[AlertIntake],
-    now: datetime,
     scenario: str | None,
+    done: Finish,
 ) -> None:
-    """Find or open each key's incident and count its firing alerts on it."""
-    for ident, open_key in sql.open_incidents(list(keys)):
-        keys[open_key].incident_id = ident
+    """Open the incidents of keys with none open; count firing alerts on the others."""
+    now = done.now
     for state in keys.values():
         for index in state.members:
             if intakes[index].alert.status == AlertStatus.FIRING:
@@ -171,20 +178,16 @@ def _open_or_attach(
                 opened.append(lost)
             else:
                 lost.opener = None
-        launches = [
+        done.launches = [
             (LAUNCH_INCIDENT, s.incident_id, to_json({"incident_id": s.incident_id}), stamp,
              stamp, 0)
             for s in opened
         ]  # fmt: skip
-        if launches:
-            sql.insert_outbox(launches)
-    counts = [
+    done.counts = [
         (s.incident_id, s.firing)
         for s in keys.values()
         if s.incident_id is not None and not s.counted
     ]
-    if counts:
-        sql.count(counts, now)
 
 
 def _attach_or_open(
@@ -220,14 +223,14 @@ def _link_and_log(
     keys: dict[str, _Key],
     intakes: Sequence[AlertIntake],
     alert_ids: dict[int, int],
-    now: datetime,
     actor: str | None,
     outcomes: dict[int, AlertOutcome],
+    done: Finish,
 ) -> None:
     """Link each new alert to its incident, write its timeline event and its outcome."""
-    links: list[tuple[int, int]] = []
-    events: list[tuple[Any, ...]] = []
-    stamp = sql.time(now)
+    links = done.links
+    events = done.events
+    stamp = sql.time(done.now)
     for state in keys.values():
         incident_id = state.incident_id
         # alerts before the opener (resolved ones) found no open incident
@@ -254,9 +257,6 @@ def _link_and_log(
             outcomes[index] = AlertOutcome(
                 alert_id=alert_id, incident_id=incident_id, opened=opened, attached=not opened
             )
-    if links:
-        sql.link(links)
-        sql.insert_events(events)
 
 
 def _alert_row(sql: BatchSQL, alert: Alert, now: datetime) -> tuple[Any, ...]:

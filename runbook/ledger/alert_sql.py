@@ -6,9 +6,11 @@ processors, stdlib JSON), more than the database's own work. These statements go
 wrapping (so the ledger's error translation applies), but parameters are converted here once per
 batch (orjson for JSON, the schema's own UTCDateTime processor for times).
 
-PostgreSQL takes each batch as arrays (``unnest``): one constant statement per operation, which
-psycopg prepares after a few uses. SQLite takes multi-row ``VALUES`` for the inserts that return
-ids, ``executemany`` (a loop in C) for the rest, and ``json_each`` for key lists.
+PostgreSQL takes each batch as arrays (``unnest``) in a few constant statements (psycopg prepares
+them after a few uses), joined with data-modifying CTEs so a batch costs three round trips; every
+round trip counts when the server competes for the CPU. SQLite takes multi-row ``VALUES`` for the
+inserts that return ids, ``executemany`` (a loop in C) for the rest, and ``json_each`` for key
+lists.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import abc
 import functools
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -44,6 +47,7 @@ INCIDENT_TYPES = (
 EVENT_COLUMNS = ("incident_id", "at", "kind", "phase", "message", "actor", "data")
 EVENT_TYPES = ("bigint", "timestamptz", "varchar", "varchar", "text", "varchar", "json")
 OUTBOX_COLUMNS = ("kind", "incident_id", "payload", "created_at", "available_at", "attempts")
+OUTBOX_TYPES = ("varchar", "bigint", "json", "timestamptz", "timestamptz", "int")
 # rows per multi-row VALUES on SQLite (15 columns x 1,000 stays under its 32,766 parameters)
 SQLITE_ROWS = 1000
 
@@ -65,6 +69,25 @@ def _columns(names: Sequence[str]) -> str:
     return ", ".join(names)
 
 
+@dataclass
+class Finish:
+    """The batch's last writes.
+
+    Attributes:
+        now: the batch's time (updated_at of the counted incidents).
+        counts: (incident id, firing alerts to add) for incidents that were already open.
+        launches: outbox rows for the incidents opened.
+        links: (alert id, incident id).
+        events: timeline rows.
+    """
+
+    now: datetime
+    counts: list[tuple[int, int]] = field(default_factory=list)
+    launches: list[tuple[Any, ...]] = field(default_factory=list)
+    links: list[tuple[int, int]] = field(default_factory=list)
+    events: list[tuple[Any, ...]] = field(default_factory=list)
+
+
 class BatchSQL(abc.ABC):
     """One dialect's batch statements. Rows are tuples in the ``*_COLUMNS`` order, converted."""
 
@@ -73,12 +96,14 @@ class BatchSQL(abc.ABC):
         self.time = time_processor(conn.dialect)
 
     @abc.abstractmethod
-    def insert_alerts(self, rows: list[tuple[Any, ...]]) -> list[Any]:
-        """Insert alerts, skipping (source, delivery_id) already stored: (id, source, delivery_id)."""
+    def store(self, rows: list[tuple[Any, ...]], keys: list[str]) -> tuple[list[Any], list[Any]]:
+        """Insert alerts, skipping (source, delivery_id) already stored, and find the open
+        incidents with these keys, locked until commit.
 
-    @abc.abstractmethod
-    def open_incidents(self, keys: list[str]) -> list[Any]:
-        """(id, open_key) of the open incidents with these keys, locked until commit."""
+        Returns:
+            ``(id, source, delivery_id)`` of the alerts inserted; ``(id, open_key)`` of the open
+            incidents.
+        """
 
     @abc.abstractmethod
     def delivered(self, delivery_ids: list[str]) -> list[Any]:
@@ -89,20 +114,8 @@ class BatchSQL(abc.ABC):
         """Insert incidents, skipping keys already open: (id, open_key) of those inserted."""
 
     @abc.abstractmethod
-    def link(self, pairs: list[tuple[int, int]]) -> None:
-        """Set ``alerts.incident_id`` for (alert id, incident id) pairs."""
-
-    @abc.abstractmethod
-    def insert_events(self, rows: list[tuple[Any, ...]]) -> None:
-        """Insert timeline events."""
-
-    @abc.abstractmethod
-    def count(self, counts: list[tuple[int, int]], now: datetime) -> None:
-        """Add n alerts to each (incident id, n) and stamp its updated_at with ``now``."""
-
-    @abc.abstractmethod
-    def insert_outbox(self, rows: list[tuple[Any, ...]]) -> None:
-        """Insert outbox rows."""
+    def finish(self, done: Finish) -> None:
+        """Write what the batch decided: counts, launches, links and timeline events."""
 
 
 class SQLiteBatch(BatchSQL):
@@ -119,15 +132,13 @@ class SQLiteBatch(BatchSQL):
             found.extend(self.conn.exec_driver_sql(sql, tuple(v for row in chunk for v in row)))
         return found
 
-    def insert_alerts(self, rows: list[tuple[Any, ...]]) -> list[Any]:
+    def store(self, rows: list[tuple[Any, ...]], keys: list[str]) -> tuple[list[Any], list[Any]]:
         tail = "ON CONFLICT (source, delivery_id) DO NOTHING RETURNING id, source, delivery_id"
-        return self._values("alerts", ALERT_COLUMNS, rows, tail)
-
-    def open_incidents(self, keys: list[str]) -> list[Any]:
+        inserted = self._values("alerts", ALERT_COLUMNS, rows, tail)
         sql = (
             "SELECT id, open_key FROM incidents WHERE open_key IN (SELECT value FROM json_each(?))"
         )
-        return list(self.conn.exec_driver_sql(sql, (to_json(keys),)))
+        return inserted, list(self.conn.exec_driver_sql(sql, (to_json(keys),)))
 
     def delivered(self, delivery_ids: list[str]) -> list[Any]:
         sql = ("SELECT id, incident_id, source, delivery_id FROM alerts "
@@ -138,25 +149,23 @@ class SQLiteBatch(BatchSQL):
         tail = "ON CONFLICT (open_key) DO NOTHING RETURNING id, open_key"
         return self._values("incidents", INCIDENT_COLUMNS, rows, tail)
 
-    def link(self, pairs: list[tuple[int, int]]) -> None:
-        sql = "UPDATE alerts SET incident_id = ? WHERE id = ?"
-        self.conn.exec_driver_sql(sql, [(incident, alert) for alert, incident in pairs])
+    def finish(self, done: Finish) -> None:
+        run = self.conn.exec_driver_sql
+        if done.counts:
+            stamp = self.time(done.now)
+            run("UPDATE incidents SET alert_count = alert_count + ?, updated_at = ? WHERE id = ?",
+                [(n, stamp, incident) for incident, n in done.counts])  # fmt: skip
+        if done.launches:
+            run(_insert_one("outbox", OUTBOX_COLUMNS, "?"), done.launches)
+        if done.links:
+            run("UPDATE alerts SET incident_id = ? WHERE id = ?",
+                [(incident, alert) for alert, incident in done.links])  # fmt: skip
+        if done.events:
+            run(_insert_one("timeline_events", EVENT_COLUMNS, "?"), done.events)
 
-    def insert_events(self, rows: list[tuple[Any, ...]]) -> None:
-        self._executemany("timeline_events", EVENT_COLUMNS, rows)
 
-    def count(self, counts: list[tuple[int, int]], now: datetime) -> None:
-        sql = "UPDATE incidents SET alert_count = alert_count + ?, updated_at = ? WHERE id = ?"
-        stamp = self.time(now)
-        self.conn.exec_driver_sql(sql, [(n, stamp, incident) for incident, n in counts])
-
-    def insert_outbox(self, rows: list[tuple[Any, ...]]) -> None:
-        self._executemany("outbox", OUTBOX_COLUMNS, rows)
-
-    def _executemany(self, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
-        marks = ", ".join("?" * len(columns))
-        sql = f"INSERT INTO {table} ({_columns(columns)}) VALUES ({marks})"
-        self.conn.exec_driver_sql(sql, rows)
+def _insert_one(table: str, columns: Sequence[str], mark: str) -> str:
+    return f"INSERT INTO {table} ({_columns(columns)}) VALUES ({', '.join([mark] * len(columns))})"
 
 
 def _unnest(columns: Sequence[str], types: Sequence[str]) -> str:
@@ -164,55 +173,64 @@ def _unnest(columns: Sequence[str], types: Sequence[str]) -> str:
     return f"({_columns(columns)}) SELECT * FROM unnest({arrays})"
 
 
-def _arrays(rows: list[tuple[Any, ...]], width: int) -> tuple[list[Any], ...]:
-    return tuple([row[i] for row in rows] for i in range(width))
+def _arrays(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    return [[row[i] for row in rows] for i in range(width)]
 
 
 class PostgresBatch(BatchSQL):
-    """PostgreSQL: one statement per operation, the batch passed as arrays."""
+    """PostgreSQL: the batch as arrays, in three round trips (four when it opens incidents).
 
-    ALERTS = (f"INSERT INTO alerts {_unnest(ALERT_COLUMNS, ALERT_TYPES)} "
-              "ON CONFLICT (source, delivery_id) DO NOTHING RETURNING id, source, delivery_id")  # fmt: skip
+    Data-modifying CTEs put the alert insert and the locking SELECT in one statement, and the
+    counts, launches, links and events in another; each table is touched by one CTE only.
+    """
+
+    # the open incidents are locked in key order, so two batches never wait for each other in a
+    # cycle on them
+    STORE = (f"WITH ins AS (INSERT INTO alerts {_unnest(ALERT_COLUMNS, ALERT_TYPES)} "
+             "ON CONFLICT (source, delivery_id) DO NOTHING RETURNING id, source, delivery_id), "
+             "op AS (SELECT id, open_key FROM incidents WHERE open_key = ANY(%s::varchar[]) "
+             "ORDER BY open_key FOR UPDATE) "
+             "SELECT true, id, source, delivery_id FROM ins "
+             "UNION ALL SELECT false, id, open_key, NULL FROM op")  # fmt: skip
     INCIDENTS = (f"INSERT INTO incidents {_unnest(INCIDENT_COLUMNS, INCIDENT_TYPES)} "
                  "ON CONFLICT (open_key) DO NOTHING RETURNING id, open_key")  # fmt: skip
-    EVENTS = f"INSERT INTO timeline_events {_unnest(EVENT_COLUMNS, EVENT_TYPES)}"
-    # row locks in key order, so two batches never wait for each other in a cycle
-    OPEN = ("SELECT id, open_key FROM incidents WHERE open_key = ANY(%s::varchar[]) "
-            "ORDER BY open_key FOR UPDATE")  # fmt: skip
     DELIVERED = ("SELECT id, incident_id, source, delivery_id FROM alerts "
                  "WHERE delivery_id = ANY(%s::varchar[])")  # fmt: skip
-    LINK = ("UPDATE alerts SET incident_id = v.incident FROM unnest(%s::bigint[], %s::bigint[]) "
-            "AS v(alert, incident) WHERE alerts.id = v.alert")  # fmt: skip
-    COUNT = ("UPDATE incidents SET alert_count = alert_count + v.n, updated_at = %s "
-             "FROM unnest(%s::int[], %s::bigint[]) AS v(n, id) WHERE incidents.id = v.id")  # fmt: skip
-    OUTBOX = (f"INSERT INTO outbox ({_columns(OUTBOX_COLUMNS)}) "
-              f"VALUES ({', '.join(['%s'] * len(OUTBOX_COLUMNS))})")  # fmt: skip
+    FINISH = ("WITH counted AS (UPDATE incidents SET alert_count = alert_count + v.n, "
+              "updated_at = %s FROM unnest(%s::int[], %s::bigint[]) AS v(n, id) "
+              "WHERE incidents.id = v.id), "
+              f"launched AS (INSERT INTO outbox {_unnest(OUTBOX_COLUMNS, OUTBOX_TYPES)}), "
+              "linked AS (UPDATE alerts SET incident_id = v.incident "
+              "FROM unnest(%s::bigint[], %s::bigint[]) AS v(alert, incident) "
+              "WHERE alerts.id = v.alert) "
+              f"INSERT INTO timeline_events {_unnest(EVENT_COLUMNS, EVENT_TYPES)}")  # fmt: skip
 
-    def insert_alerts(self, rows: list[tuple[Any, ...]]) -> list[Any]:
-        return list(self.conn.exec_driver_sql(self.ALERTS, _arrays(rows, len(ALERT_COLUMNS))))
-
-    def open_incidents(self, keys: list[str]) -> list[Any]:
-        return list(self.conn.exec_driver_sql(self.OPEN, (sorted(keys),)))
+    def store(self, rows: list[tuple[Any, ...]], keys: list[str]) -> tuple[list[Any], list[Any]]:
+        params = [*_arrays(rows, len(ALERT_COLUMNS)), sorted(keys)]
+        inserted: list[Any] = []
+        found: list[Any] = []
+        for is_alert, ident, text, delivery in self.conn.exec_driver_sql(self.STORE, tuple(params)):
+            if is_alert:
+                inserted.append((ident, text, delivery))
+            else:
+                found.append((ident, text))
+        return inserted, found
 
     def delivered(self, delivery_ids: list[str]) -> list[Any]:
         return list(self.conn.exec_driver_sql(self.DELIVERED, (delivery_ids,)))
 
     def insert_incidents(self, rows: list[tuple[Any, ...]]) -> list[Any]:
-        params = _arrays(rows, len(INCIDENT_COLUMNS))
+        params = tuple(_arrays(rows, len(INCIDENT_COLUMNS)))
         return list(self.conn.exec_driver_sql(self.INCIDENTS, params))
 
-    def link(self, pairs: list[tuple[int, int]]) -> None:
-        self.conn.exec_driver_sql(self.LINK, _arrays(pairs, 2))
-
-    def insert_events(self, rows: list[tuple[Any, ...]]) -> None:
-        self.conn.exec_driver_sql(self.EVENTS, _arrays(rows, len(EVENT_COLUMNS)))
-
-    def count(self, counts: list[tuple[int, int]], now: datetime) -> None:
-        params = (self.time(now), [n for _, n in counts], [i for i, _ in counts])
-        self.conn.exec_driver_sql(self.COUNT, params)
-
-    def insert_outbox(self, rows: list[tuple[Any, ...]]) -> None:
-        self.conn.exec_driver_sql(self.OUTBOX, rows)
+    def finish(self, done: Finish) -> None:
+        params = (
+            self.time(done.now), [n for _, n in done.counts], [i for i, _ in done.counts],
+            *_arrays(done.launches, len(OUTBOX_COLUMNS)),
+            [a for a, _ in done.links], [i for _, i in done.links],
+            *_arrays(done.events, len(EVENT_COLUMNS)),
+        )  # fmt: skip
+        self.conn.exec_driver_sql(self.FINISH, params)
 
 
 def batch_sql(conn: sa.Connection) -> BatchSQL:
