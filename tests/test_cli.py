@@ -101,3 +101,52 @@ def test_sandbox_rejects_unknown_scenario() -> None:
     result = runner.invoke(app, ["sandbox", "--scenario", "nope"])
     assert result.exit_code == 2
     assert "bad-deploy" in result.output
+
+
+def test_review_ticks_items_and_refuses_unknown_ones(ledger_url) -> None:
+    """`runbook review INC-N --done postmortem --by ann` ticks the item (shown done, by ann, on the
+    timeline); an unknown key lists the known ones and exits 2 changing nothing; an unknown incident
+    says so and exits 1."""
+    with open_ledger(ledger_url) as led:
+        inc = led.declare_incident("Checkout errors", Severity.P2)
+    args = ["review", inc.key, "--ledger", ledger_url]
+    ticked = runner.invoke(app, [*args, "--done", "postmortem", "--by", "ann", "--json"])
+    assert ticked.exit_code == 0, ticked.output
+    data = json.loads(ticked.stdout)
+    (item,) = [i for r in data["reviews"] for i in r["items"] if i["key"] == "postmortem"]
+    assert item["done"] and item["done_by"] == "ann"
+    assert sum(i["done"] for r in data["reviews"] for i in r["items"]) == 1
+    bad = runner.invoke(app, [*args, "--done", "post-mortem", "--done", "rca_drafted"])
+    assert (
+        bad.exit_code == 2 and "post-mortem" in bad.output and "postmortem_scheduled" in bad.output
+    )
+    with open_ledger(ledger_url) as led:
+        assert [(d.review_key, d.item_key) for d in led.review_items_done(inc.id)] == [
+            ("48h", "postmortem")
+        ]
+        assert any(e.kind == "review_items_done" and e.actor == "ann" for e in led.timeline(inc.id))
+    missing = runner.invoke(
+        app, ["review", "INC-999", "--ledger", ledger_url, "--done", "postmortem"]
+    )
+    assert missing.exit_code == 1 and "INC-999" in missing.output
+
+
+def test_report_formats_count_the_ledger(ledger_url) -> None:
+    """`runbook report` counts the ledger's incidents per severity and scenario in every format, and
+    a bad --since is a usage error (exit 2)."""
+    with open_ledger(ledger_url) as led:
+        led.declare_incident("Checkout errors", Severity.P1, scenario="bad-deploy")
+        led.declare_incident("Slow queries", Severity.P2, dedup_key="db")
+    as_json = runner.invoke(app, ["report", "--format", "json", "--ledger", ledger_url])
+    assert as_json.exit_code == 0, as_json.output
+    data = json.loads(as_json.stdout)
+    assert data["incidents"] == 2 and data["by_severity"] == {"P1": 1, "P2": 1}
+    assert data["by_scenario"] == {"bad-deploy": 1, "unclassified": 1}
+    md = runner.invoke(
+        app, ["report", "--since", "7d", "--format", "markdown", "--ledger", ledger_url]
+    )
+    assert md.exit_code == 0 and md.stdout.startswith("# Incident report, last 7d")
+    table = runner.invoke(app, ["report", "--ledger", ledger_url])
+    assert table.exit_code == 0 and "2 incident(s), 2 open" in table.output
+    bad = runner.invoke(app, ["report", "--since", "lately", "--ledger", ledger_url])
+    assert bad.exit_code == 2 and "not a duration" in bad.output and "1d" in bad.output
