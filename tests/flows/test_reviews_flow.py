@@ -18,6 +18,7 @@ from prefect.client.schemas.filters import (
 )
 
 import flows.reviews as reviews_flow
+from flows.digest import digest
 from flows.reviews import REVIEW_DEPLOYMENT, review, schedule_reviews
 from flows.runtime import Options, build_runtime, get_ledger
 from flows.serve import build_deployments
@@ -188,3 +189,26 @@ async def test_missing_deployment_is_a_note_not_a_crash(
     notes = [e.message for e in get_ledger(review_options.ledger_url).timeline(incident_id)]
     assert any("no review/not-deployed deployment" in n for n in notes), notes
     assert get_ledger(review_options.ledger_url).review_runs(incident_id) == []
+
+
+async def test_digest_emails_and_returns_the_daily_summary(
+    world, review_options, mail_sink, flow_env
+) -> None:
+    """The digest flow emails the team the last day's incidents by severity with the open action
+    items (overdue marked), and returns the same text and numbers."""
+    sink, _ = mail_sink
+    incident_id = _resolved_incident(review_options, title="Slow checkout")
+    ledger = get_ledger(review_options.ledger_url)
+    ledger.add_action_item(
+        incident_id, "Add index on orders.customer_id", owner="Engineering Lead",
+        due_at=utcnow() - timedelta(hours=1),
+    )  # fmt: skip
+    before = len(sink.messages)
+    out = await digest(options=review_options)
+    assert out["sent_to"] == [TEAM] and out["summary"]["by_severity"] == {"P2": 1}
+    assert f"INC-{incident_id} #1 Add index on orders.customer_id" in out["markdown"]
+    assert "(overdue)" in out["markdown"]
+    assert len(sink.messages) == before + 1
+    mail = sink.messages[-1]
+    assert mail["to"] == [TEAM] and "Subject: Incidents" in mail["data"]
+    assert "orders.customer_id" in mail["data"]
