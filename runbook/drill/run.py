@@ -194,6 +194,7 @@ class DrillRun:
     console: Console
     t0: float = field(default_factory=time.monotonic)
     blocks: str = field(default_factory=lambda: _block_name())
+    private_server: bool = False
     incident_id: int | None = None
     alert_sent_at: datetime | None = None
     flow_result: dict[str, Any] | None = None
@@ -391,6 +392,13 @@ async def _work(run: DrillRun, prod: Any, ledger: Any, gateway_url: str, token: 
     from runbook.policy import load_policy
     from tasks.supabase import snapshot_functions
 
+    if run.private_server:
+        # the review deployment (not served: its reminder runs stay scheduled, visible in the UI),
+        # so a resolved drill incident gets its post-incident reviews as in production
+        from flows.serve import build_deployments
+
+        review = next(d for d in build_deployments() if d.flow_name == "review")
+        await review.apply()  # type: ignore[misc]  # async_dispatch: a coroutine here
     # what the deployed watcher does every minute: keep each healthy edge function's source
     await snapshot_functions(await SupabaseProject.aload(run.systems.supabase), run.ledger_url)
     run.say(f"blocks '{run.blocks}' saved; alert gateway on {gateway_url} (bearer token)")
@@ -416,13 +424,13 @@ async def _work(run: DrillRun, prod: Any, ledger: Any, gateway_url: str, token: 
 
 
 def _reminders(ledger: Any, incident_id: int) -> list[Any]:
-    """The post-incident reviews scheduled for the incident, when the ledger records them."""
+    """The post-incident reviews scheduled for the incident (recorded in the ledger)."""
     from runbook.drill.report import ReminderRow
 
-    scheduled = getattr(ledger, "scheduled_reviews", None)
-    if scheduled is None:
-        return []
-    return [ReminderRow(kind=r.review_key, due_at=r.due_at) for r in scheduled(incident_id)]
+    return [
+        ReminderRow(kind=r.review_key, due_at=r.scheduled_for)
+        for r in ledger.review_runs(incident_id)
+    ]
 
 
 def _block_name() -> str:
@@ -504,6 +512,9 @@ def _run(
         if settings.faults:
             for vendor in SANDBOX_VENDORS_WITH_FAULTS:
                 prod.world.add_fault(FaultRule(vendor=vendor, kind="error", rate=settings.faults))
+        from prefect.settings import PREFECT_API_URL
+
+        run.private_server = not PREFECT_API_URL.value()
         run.say("starting the Prefect API (a private server unless PREFECT_API_URL is set)")
         with prefect_api(folder.parent) as api_url:
             run.say(f"Prefect API {api_url}; simulated production {prod.url}")
