@@ -134,3 +134,20 @@ def test_sanitize_fits_the_ledger_columns() -> None:
     sanitize(a), sanitize(b)
     assert len(a.dedup_key) <= 512 and a.dedup_key != b.dedup_key
     assert a.summary == "xy"
+
+
+def test_sanitize_cleans_maps_and_links_and_leaves_fitting_alerts_alone() -> None:
+    """NULs and over-long label keys/values and links are fixed, at most 20 links are kept, an
+    empty delivery id gets one from the key; an alert that fits comes back unchanged."""
+    alert = PARSERS["generic"](
+        p.generic(key="k", labels={"a\x00": "v" * 5000}, annotations={"n": "x\x00"},
+                  links=[f"https://x/{i}" for i in range(25)]), {},
+    )[0]  # fmt: skip
+    alert.delivery_id = "\x00"
+    sanitize(alert)
+    assert list(alert.labels) == ["a"] and len(alert.labels["a"]) <= 4096
+    assert alert.annotations == {"n": "x"} and len(alert.links) == 20
+    assert alert.delivery_id and alert.delivery_id != "\x00"
+    fitting = PARSERS["generic"](p.generic(key="ok", labels={"a": "b"}), {})[0]
+    before = fitting.model_dump()
+    assert sanitize(fitting).model_dump() == before

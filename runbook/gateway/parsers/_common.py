@@ -154,14 +154,27 @@ def sanitize(alert: Alert) -> Alert:
     """Fit an alert to the ledger's columns: no NUL characters, identifiers within their lengths.
 
     Long identifiers keep a hash of the whole value, so two long keys that differ only at the end
-    stay different.
+    stay different. Fields that already fit are left alone (the common case costs no assignment).
     """
-    alert.delivery_id = _clean(alert.delivery_id, 256) or digest(alert.dedup_key)
-    alert.fingerprint = _clean(alert.fingerprint, 256)
-    alert.dedup_key = _clean(alert.dedup_key, 512)
-    alert.service = _clean(alert.service, 200)
-    alert.summary = _clean(alert.summary, MAX_TEXT)
-    alert.labels = {_clean(k, 256): _clean(v, MAX_TEXT) for k, v in alert.labels.items()}
-    alert.annotations = {_clean(k, 256): _clean(v, MAX_TEXT) for k, v in alert.annotations.items()}
-    alert.links = [_clean(u, 2048) for u in alert.links[:20]]
+    raw_key = alert.dedup_key
+    for name, limit in _LIMITS:
+        value = getattr(alert, name)
+        if "\x00" in value or len(value) > limit:
+            setattr(alert, name, _clean(value, limit))
+    if not alert.delivery_id:
+        alert.delivery_id = digest(raw_key)
+    for name in ("labels", "annotations"):
+        pairs: dict[str, str] = getattr(alert, name)
+        if any(_unfit(k, 256) or _unfit(v, MAX_TEXT) for k, v in pairs.items()):
+            setattr(alert, name, {_clean(k, 256): _clean(v, MAX_TEXT) for k, v in pairs.items()})
+    if alert.links and (len(alert.links) > 20 or any(_unfit(u, 2048) for u in alert.links)):
+        alert.links = [_clean(u, 2048) for u in alert.links[:20]]
     return alert
+
+
+_LIMITS = (("delivery_id", 256), ("fingerprint", 256), ("dedup_key", 512), ("service", 200),
+           ("summary", MAX_TEXT))  # fmt: skip
+
+
+def _unfit(value: str, limit: int) -> bool:
+    return len(value) > limit or "\x00" in value
