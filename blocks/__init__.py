@@ -5,6 +5,7 @@ EmailServerCredentials (``prefect block register -m prefect_email``).
 """
 
 from blocks.app import AppEndpoint
+from blocks.gateway import GatewaySecrets
 from blocks.pagerduty import PagerDuty
 from blocks.postgres import PostgresTarget
 from blocks.slack import Slack
@@ -16,6 +17,7 @@ from blocks.vercel import VercelProject
 
 __all__ = [
     "AppEndpoint",
+    "GatewaySecrets",
     "GitHubRepository",
     "JiraProject",
     "PagerDuty",

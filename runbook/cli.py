@@ -246,13 +246,27 @@ def gateway(
         typer.Option("--no-prefect", help="Store alerts and incidents but launch no flow runs."),
     ] = False,
     ledger: LedgerOpt = None,
+    secrets_block: Annotated[
+        str | None,
+        typer.Option(
+            help="A GatewaySecrets block's name; the environment fills what it leaves unset."
+        ),
+    ] = None,
 ) -> None:
     """Receive alerts (Alertmanager, Grafana, PagerDuty, Datadog, Sentry, generic JSON) and launch
     one incident-response run per problem."""
     from runbook.gateway.server import run as run_gateway
 
+    config = None
+    if secrets_block:
+        from blocks.gateway import GatewaySecrets  # the block layer sits above runbook/
+
+        try:
+            config = GatewaySecrets.load(secrets_block).gateway_config()
+        except ValueError as exc:  # Prefect: no such block document
+            raise fail(f"cannot load the GatewaySecrets block {secrets_block!r}: {exc}") from None
     try:
-        run_gateway(host, port, insecure_no_auth, ledger, not no_prefect)
+        run_gateway(host, port, insecure_no_auth, ledger, not no_prefect, config)
     except (ConfigError, LedgerError) as exc:
         raise fail(str(exc)) from None
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 from typing import Any
@@ -33,7 +34,12 @@ def uvicorn_config(app: Any, **options: Any) -> uvicorn.Config:
 
 
 def run(
-    host: str, port: int, insecure_no_auth: bool, ledger_url: str | None, prefect: bool
+    host: str,
+    port: int,
+    insecure_no_auth: bool,
+    ledger_url: str | None,
+    prefect: bool,
+    config: GatewayConfig | None = None,
 ) -> None:
     """Serve the gateway until interrupted.
 
@@ -43,12 +49,17 @@ def run(
         insecure_no_auth: accept unauthenticated requests on every route (local drills only).
         ledger_url: the ledger (default ``RUNBOOK_LEDGER_URL``, else ``$RUNBOOK_HOME/ledger.db``).
         prefect: launch each opened incident's flow run through Prefect; False only stores.
+        config: the secrets and limits (default: from the environment), e.g. from a
+            ``GatewaySecrets`` block; ``insecure_no_auth`` is applied to it.
 
     Raises:
         LedgerUnavailableError: the ledger cannot be reached at start.
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    config = GatewayConfig.from_env(insecure_no_auth=insecure_no_auth)
+    if config is None:
+        config = GatewayConfig.from_env(insecure_no_auth=insecure_no_auth)
+    elif insecure_no_auth:
+        config = dataclasses.replace(config, insecure_no_auth=True)
     if insecure_no_auth:
         print(
             "WARNING: --insecure-no-auth: the gateway accepts UNAUTHENTICATED alerts on every "
