@@ -17,21 +17,22 @@ class GatewaySecrets(Block):
     """The secrets the alert gateway checks senders against; unset fields fall back to the
     environment variables (``RUNBOOK_GATEWAY_TOKEN`` ...), so both ways keep working.
 
+    ``runbook gateway --secrets-block NAME`` serves the gateway with a stored block's secrets.
+
     Example:
-        Serve the gateway with the secrets of a stored block:
-        ```bash
-        runbook gateway --secrets-block prod-gateway
-        ```
-        or build its configuration in code:
+        Build the gateway's configuration from a stored block:
         ```python
         from blocks.gateway import GatewaySecrets
 
-        config = GatewaySecrets.load("prod-gateway").gateway_config()
+        gateway_secrets = GatewaySecrets.load("BLOCK_NAME")
+        config = gateway_secrets.gateway_config()
         ```
     """
 
     _block_type_name = "Runbook Gateway Secrets"
     _block_type_slug = "runbook-gateway-secrets"
+    _logo_url = "https://prometheus.io/assets/prometheus_logo_grey.svg"  # type: ignore[assignment]
+    _documentation_url = "https://prometheus.io/docs/alerting/latest/configuration/#webhook_config"  # type: ignore[assignment]
     _description = (
         "Secrets of the runbook alert gateway: the bearer token for Alertmanager, Datadog and "
         "generic senders, and the PagerDuty, Sentry and Grafana signing secrets."

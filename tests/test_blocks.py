@@ -31,6 +31,7 @@ EXPECTED = {
     "GitHubRepository",
     "JiraProject",
     "AppEndpoint",
+    "GatewaySecrets",
 }
 
 
