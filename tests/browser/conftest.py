@@ -62,6 +62,51 @@ class UIWorld:
     serve_log: Path
 
 
+@dataclass
+class PrefectServer:
+    """A `prefect server start` process, maybe still starting."""
+
+    ui_url: str
+    api_url: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def wait_up(self, timeout_s: float = 150) -> None:
+        """Return once the API answers its health check; fail with the server's log if it does not."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                if httpx.get(f"{self.api_url}/health", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail("`prefect server start` did not come up:\n" + _tail(self.log))
+            time.sleep(0.3)
+
+
+# `python -m flows.serve`, except that it imports the flows while the server is still starting and
+# calls flows.serve.main() once the API (argv[1]) answers: on 2 cores both start-ups overlap.
+SERVE_WHEN_UP = """
+import sys, time
+import httpx
+import flows.incident, flows.watch
+from flows.serve import main
+
+deadline = time.monotonic() + 150
+while True:
+    try:
+        if httpx.get(sys.argv[1], timeout=2).status_code == 200:
+            break
+    except httpx.HTTPError:
+        pass
+    if time.monotonic() > deadline:
+        sys.exit(f"the Prefect API at {sys.argv[1]} never answered")
+    time.sleep(0.3)
+main()
+"""
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -106,24 +151,41 @@ def chromium() -> str:
 @pytest.fixture(scope="session")
 def prefect_ui_server(
     chromium: str, pg_admin_dsn: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[str, str]]:
+) -> Iterator[PrefectServer]:
     """`prefect server start` on a free port with the (classic) UI, on a database of its own in the
     local PostgreSQL (SQLite's single writer made the UI's resume fail with "database is locked" on a
-    busy machine); yields (ui_url, api_url)."""
+    busy machine). Yields as soon as it is launched: ``wait_up()`` before using it."""
     base = tmp_path_factory.mktemp("prefect-ui")
     database = make_pg_database("runbook_ui")
     port = _free_port()
     ui_url, api_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port}/api"
     db_url = f"postgresql+asyncpg://{PG_USER}@{PG_HOST}:{PG_PORT}/{database}"
-    env = _prefect_env(base / "home") | {
-        "PREFECT_API_DATABASE_CONNECTION_URL": db_url,
-        "PREFECT_UI_ENABLED": "true",
-        "PREFECT_UI_API_URL": api_url,
-        "PREFECT_SERVER_UI_V2_ENABLED": "false",
-        "PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT": "false",
-        # runs here are started by hand (the UI, the API); no minutely watch runs to compete with them
-        "PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false",
-    }
+    env = (
+        _prefect_env(base / "home")
+        | {
+            "PREFECT_API_DATABASE_CONNECTION_URL": db_url,
+            "PREFECT_UI_ENABLED": "true",
+            "PREFECT_UI_API_URL": api_url,
+            "PREFECT_SERVER_UI_V2_ENABLED": "false",
+            "PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT": "false",
+        }
+        | {
+            # Only the services these tests see (events and task runs, shown by the UI): runs here are
+            # started by hand, so no scheduler (and no minutely watch runs to compete with them), and none
+            # of the housekeeping loops, which cost CPU on a shared 2-core machine.
+            f"PREFECT_SERVER_SERVICES_{name}_ENABLED": "false"
+            for name in (
+                "SCHEDULER",
+                "LATE_RUNS",
+                "FOREMAN",
+                "CANCELLATION_CLEANUP",
+                "PAUSE_EXPIRATIONS",
+                "REPOSSESSOR",
+                "TRIGGERS",
+                "CLEANUP_RECONCILER",
+            )
+        }
+    )
     log_path = base / "server.log"
     proc: subprocess.Popen[bytes] | None = None
     try:
@@ -137,17 +199,7 @@ def prefect_ui_server(
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
             )
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{api_url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail("`prefect server start` did not come up:\n" + _tail(log_path))
-            time.sleep(0.3)
-        yield ui_url, api_url
+        yield PrefectServer(ui_url, api_url, proc, log_path)
     finally:
         if proc is not None:
             _stop(proc)
@@ -156,14 +208,17 @@ def prefect_ui_server(
 
 @pytest.fixture(scope="session")
 def ui_world(
-    prefect_ui_server: tuple[str, str], tmp_path_factory: pytest.TempPathFactory
+    prefect_ui_server: PrefectServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[UIWorld]:
-    """The sandbox world on a port, its blocks saved on the UI server, and `python -m flows.serve`
-    serving every deployment there (runs it starts use a SQLite ledger and the test policy)."""
+    """The sandbox world on a port, its blocks saved on the UI server, and `runbook serve`
+    (flows.serve.main) serving every deployment there (runs it starts use a SQLite ledger and the
+    test policy unless their options name others)."""
     from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    ui_url, api_url = prefect_ui_server
+    server = prefect_ui_server
+    ui_url, api_url = server.ui_url, server.api_url
     base = tmp_path_factory.mktemp("ui-world")
     world = World(token=DEFAULT_TOKEN, seed=77)
     sandbox = serve_in_thread(create_app(world))
@@ -173,39 +228,37 @@ def ui_world(
     log_path = base / "serve.log"
     proc: subprocess.Popen[bytes] | None = None
     try:
+        env = _prefect_env(base / "prefect-home") | {
+            "PREFECT_API_URL": api_url,
+            "PREFECT_UI_URL": ui_url,
+            "RUNBOOK_HOME": str(base / "runbook-home"),
+            "RUNBOOK_LEDGER_URL": ledger_url,
+            "RUNBOOK_POLICY": str(policy),
+        }
+        with log_path.open("wb") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-c", SERVE_WHEN_UP, f"{api_url}/health"],
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        server.wait_up()
         with temporary_settings(updates={PREFECT_API_URL: api_url}):
             save_blocks(sandbox.url, None)
-            since = time.time()
-            env = _prefect_env(base / "prefect-home") | {
-                "PREFECT_API_URL": api_url,
-                "PREFECT_UI_URL": ui_url,
-                "RUNBOOK_HOME": str(base / "runbook-home"),
-                "RUNBOOK_LEDGER_URL": ledger_url,
-                "RUNBOOK_POLICY": str(policy),
-            }
-            with log_path.open("wb") as log:
-                proc = subprocess.Popen(
-                    [sys.executable, "-m", "flows.serve"],
-                    cwd=ROOT,
-                    env=env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                )
-            deadline = time.monotonic() + 60
+            deadline = time.monotonic() + 90
             with get_client(sync_client=True) as client:
                 while True:  # serving once its runner has polled the deployment
                     try:
                         dep = client.read_deployment_by_name(INCIDENT_DEPLOYMENT)
-                        polled = (
-                            dep.last_polled is not None and dep.last_polled.timestamp() >= since
-                        )
-                    except Exception:  # noqa: BLE001 - not registered yet
+                        polled = dep.last_polled is not None
+                    except ObjectNotFound:  # not registered yet
                         polled = False
                     if polled:
                         break
                     if proc.poll() is not None or time.monotonic() > deadline:
-                        pytest.fail("`python -m flows.serve` never served:\n" + _tail(log_path))
+                        pytest.fail("`runbook serve` never served:\n" + _tail(log_path))
                     time.sleep(0.3)
         yield UIWorld(ui_url, api_url, ledger_url, world, sandbox, log_path)
     finally:
