@@ -6,7 +6,8 @@ terminate them), then times ``diagnose`` + plan + ``cancel_and_terminate`` as a 
 role (pg_signal_backend, pg_read_all_stats). Target: 200 backends in under 2 s. The database and
 both roles are dropped afterwards, whatever happened.
 
-Usage: ``python -m runbook.bench.mitigate_db [--backends 200] [--json] [--admin-dsn DSN]``
+Usage: ``python -m runbook.bench.mitigate_db [--backends 200] [--json] [--admin-dsn DSN]
+[--private-cluster]`` (the last: a throwaway local cluster with enough ``max_connections``).
 """
 
 from __future__ import annotations
@@ -131,24 +132,41 @@ async def _bench(admin_dsn: str, n: int, db: str, app_role: str, bot: str) -> di
     }
 
 
-def main(backends: int = 200, json_out: bool = False, admin_dsn: str = ADMIN_DSN) -> int:
+def main(
+    backends: int = 200,
+    json_out: bool = False,
+    admin_dsn: str = ADMIN_DSN,
+    private_cluster: bool = False,
+) -> int:
     """Run the benchmark once; print the figures.
 
     Args:
         backends: how many long-running sessions to open and terminate.
         json_out: print JSON (``backends``, ``terminated``, ``seconds`` ...) instead of a line.
         admin_dsn: a superuser DSN of the server (creates and drops the throwaway database/roles).
+        private_cluster: run against a throwaway local cluster started with enough
+            ``max_connections`` instead (a shared server rarely has 200 free slots).
 
     Returns:
         0 when every backend was terminated within 2 s, 1 otherwise (or when the server lacks the
         connection slots; the message says how many it has).
     """
+    if private_cluster:
+        from runbook.bench.pg_cluster import ClusterUnavailable
+        from runbook.bench.pg_cluster import private_cluster as start_cluster
+
+        try:
+            with start_cluster(max_connections=backends + 50, fsync="off") as node:
+                return main(backends, json_out, node.dsn, private_cluster=False)
+        except ClusterUnavailable as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
     free = _free_slots(admin_dsn) - HEADROOM
     if backends > free:
         print(
             f"error: the server has {free} free connection slots for {backends} backends; "
-            f"raise max_connections (ALTER SYSTEM SET max_connections = {backends + 50}; restart) "
-            f"or pass fewer --backends",
+            f"raise max_connections (ALTER SYSTEM SET max_connections = {backends + 50}; restart), "
+            f"pass fewer --backends, or use --private-cluster",
             file=sys.stderr,
         )
         return 1
@@ -180,5 +198,6 @@ if __name__ == "__main__":
     parser.add_argument("--backends", type=int, default=200)
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--admin-dsn", default=ADMIN_DSN)
+    parser.add_argument("--private-cluster", action="store_true")
     args = parser.parse_args()
-    sys.exit(main(args.backends, args.json, args.admin_dsn))
+    sys.exit(main(args.backends, args.json, args.admin_dsn, args.private_cluster))
