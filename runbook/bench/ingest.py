@@ -5,6 +5,10 @@ commit, no Prefect). The load comes from ``CLIENT_PROCS`` processes of raw keep-
 connections with pre-built requests, so the generator stays light; its CPU share is reported.
 Incidents and stored alerts are counted in the ledger, never from our own bookkeeping.
 
+Two figures help read a run on a shared machine, where ``alerts_per_s`` falls with the CPU share
+the gateway gets: ``gateway_cpu_us_per_alert`` (the gateway's own CPU time per alert, far less
+sensitive to other processes than the rate) and ``load_avg_1m`` once the load phases are over.
+
 A second, paced phase sends ``PACED_RATE`` alerts/s for a few seconds and reports its p99 (the
 latency target is stated at that rate). With ``vs_alertmanager`` the same alerts also go to a
 local Alertmanager's ``POST /api/v2/alerts`` in the same run, one alert per request as well.
@@ -204,6 +208,8 @@ def main(alerts: int, groups: int, ledger: str, json_out: bool, vs_alertmanager:
             "ledger": ledger, "concurrency": result["connections"],
             "client_cpu_share": round(result["client_cpu_s"] / (result["wall_s"] * os.cpu_count()), 3),
             "gateway_cpu_share": round(gateway_cpu / (result["wall_s"] * os.cpu_count()), 3),
+            "gateway_cpu_us_per_alert": round(gateway_cpu / max(result["ok"], 1) * 1e6),
+            "load_avg_1m": round(os.getloadavg()[0], 2),
             "paced_rate": PACED_RATE, "paced_p50_ms": paced["p50_ms"], "paced_p99_ms": paced["p99_ms"],
             "cpus": os.cpu_count(),
         }  # fmt: skip
