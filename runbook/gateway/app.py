@@ -37,7 +37,7 @@ from runbook.gateway.dispatcher import Dispatcher, Launcher
 from runbook.gateway.lifecycle import MAX_TRACKED_KEYS, FlapTracker, settle_incident
 from runbook.gateway.metrics import GatewayMetrics
 from runbook.gateway.parsers import PARSERS, ParseError
-from runbook.gateway.parsers._common import sanitize
+from runbook.gateway.parsers._common import LowerHeaders, sanitize
 from runbook.ledger import AlertIntake, AlertOutcome, Ledger
 from runbook.models import Alert, AlertStatus, IncidentStatus
 
@@ -303,7 +303,7 @@ class GatewayApp:
             await self.routes(scope, receive, send)
             return
         # ASGI header names are lower-case bytes; the first of repeated headers wins
-        headers: dict[str, str] = {}
+        headers = LowerHeaders()
         for name, value in scope["headers"]:
             headers.setdefault(name.decode("latin-1"), value.decode("latin-1"))
         try:

@@ -131,15 +131,19 @@ def label_fingerprint(labels: Mapping[str, str]) -> str:
     return digest(*(f"{k}={labels[k]}" for k in sorted(labels)))[:16]
 
 
+class LowerHeaders(dict[str, str]):
+    """Request headers whose names are lower-case already (as ASGI gives them)."""
+
+
 def header(headers: Mapping[str, str], name: str) -> str:
     """A header's value (case-insensitive for plain dicts too), ``""`` if absent."""
     lower = name.lower()
-    value = headers.get(lower)  # ASGI and Starlette names are lower-case already
-    if value is None:
-        value = headers.get(name)
-    if value is None:
-        value = next((v for k, v in headers.items() if k.lower() == lower), "")
-    return value
+    value = headers.get(lower)
+    if value is None and not isinstance(headers, LowerHeaders):
+        value = headers.get(name)  # Starlette's Headers ignore case; a plain dict may not
+        if value is None:
+            value = next((v for k, v in headers.items() if k.lower() == lower), None)
+    return value or ""
 
 
 def _clean(value: str, limit: int) -> str:
