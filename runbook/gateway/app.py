@@ -92,7 +92,10 @@ class Gateway:
         self.clock = clock
         self.metrics = GatewayMetrics()
         self.committer = GroupCommitter(
-            ledger, batch_max=config.batch_max, wait_s=config.batch_wait_s
+            ledger,
+            batch_max=config.batch_max,
+            wait_s=config.batch_wait_s,
+            writers=config.commit_writers or (2 if ledger.dialect == "postgresql" else 1),
         )
         self.dispatcher = Dispatcher(ledger, launcher) if launcher is not None else None
         self.flaps = FlapTracker(config.flap_window, config.flap_changes)

@@ -2,10 +2,15 @@
 
 Each request hands its alerts to ``GroupCommitter.submit`` and awaits a future. One drain task takes
 everything queued (up to ``batch_max`` alerts, whole requests only), records it with ONE
-``Ledger.record_alerts`` call in the committer's own thread, and resolves each request's future with
-its outcomes. While a commit runs, the next batch gathers, so under load one commit serves many
+``Ledger.record_alerts`` call in a writer thread, and resolves each request's future with its
+outcomes. While the commits run, the next batch gathers, so under load one commit serves many
 requests and an idle gateway commits at once. The ledger is synchronous, so it never runs on the
 event loop.
+
+``writers`` commits may run at once: 1 for SQLite (one writer anyway), 2 for PostgreSQL, whose
+round trips would otherwise leave the gateway idle. Concurrent batches are safe in the database
+(unique delivery ids, one open incident per key, locks taken in key order, deadlocks retried);
+they only hold requests that were in flight together, which have no order between them anyway.
 """
 
 from __future__ import annotations
@@ -32,18 +37,27 @@ class GroupCommitter:
         ledger: the open ledger.
         batch_max: the most alerts per transaction (a bigger single request still goes alone).
         wait_s: how long to wait for more requests once the ledger is free (0: commit at once).
+        writers: how many commits may run at once.
     """
 
-    def __init__(self, ledger: Ledger, *, batch_max: int = 1024, wait_s: float = 0.0) -> None:
+    def __init__(
+        self, ledger: Ledger, *, batch_max: int = 1024, wait_s: float = 0.0, writers: int = 1
+    ) -> None:
+        if writers < 1:
+            raise ValueError(f"writers must be at least 1, not {writers}")
         self.ledger = ledger
         self.batch_max = batch_max
         self.wait_s = wait_s
+        self.writers = writers
         self.commits = 0
         self._queue: list[_Request] = []
         self._ready = asyncio.Event()
+        self._slots = asyncio.Semaphore(writers)
+        self._running: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
-        # one writer thread: SQLite has one writer anyway, and it keeps commits in arrival order
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gateway-commit")
+        self._executor = ThreadPoolExecutor(
+            max_workers=writers, thread_name_prefix="gateway-commit"
+        )
 
     def start(self) -> None:
         """Start the drain task on the running loop."""
@@ -52,7 +66,7 @@ class GroupCommitter:
 
     async def stop(self) -> None:
         """Finish what is queued, then stop the drain task and the writer thread."""
-        while self._queue:  # noqa: ASYNC110 - shutdown only: let queued requests commit
+        while self._queue or self._running:  # noqa: ASYNC110 - shutdown only: let them commit
             await asyncio.sleep(0.001)
         if self._task is not None:
             self._task.cancel()
@@ -82,15 +96,27 @@ class GroupCommitter:
         return await future
 
     async def _drain_forever(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             await self._ready.wait()
+            await self._slots.acquire()
             if self.wait_s:
                 await asyncio.sleep(self.wait_s)
             batch = self._take()
             if not self._queue:
                 self._ready.clear()
-            if batch:
-                await self._commit(batch)
+            if not batch:
+                self._slots.release()
+                continue
+            task = loop.create_task(self._commit_in_slot(batch))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _commit_in_slot(self, batch: list[_Request]) -> None:
+        try:
+            await self._commit(batch)
+        finally:
+            self._slots.release()
 
     def _take(self) -> list[_Request]:
         taken: list[_Request] = []

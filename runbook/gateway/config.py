@@ -49,6 +49,7 @@ class GatewayConfig:
         max_body_bytes: larger bodies get 413.
         batch_max: the most alerts in one group commit.
         batch_wait_s: how long a commit waits for company once the ledger is free.
+        commit_writers: group commits that may run at once (None: 1 on SQLite, 2 on PostgreSQL).
         flap_window: firing/resolved changes of one key within this window count as flapping.
         flap_changes: this many status changes within the window mark the key as flapping
             (2: it fired again after resolving).
@@ -65,6 +66,7 @@ class GatewayConfig:
     max_body_bytes: int = MAX_BODY_BYTES
     batch_max: int = 1024
     batch_wait_s: float = 0.0005
+    commit_writers: int | None = None
     flap_window: timedelta = timedelta(minutes=10)
     flap_changes: int = 2
     auto_resolve: bool = False

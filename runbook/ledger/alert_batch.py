@@ -31,7 +31,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from runbook.errors import LedgerUnavailableError
-from runbook.ledger.alert_sql import INCIDENT_COLUMNS, BatchSQL, Finish, batch_sql, to_json
+from runbook.ledger.alert_sql import INCIDENT_COLUMNS, BatchSQL, Finish, batch_sql
 from runbook.ledger.records import AlertIntake, AlertOutcome
 from runbook.ledger.schema import UTCDateTime, incidents
 from runbook.models import Alert, AlertStatus, IncidentStatus
@@ -179,7 +179,7 @@ def _open_or_attach(
             else:
                 lost.opener = None
         done.launches = [
-            (LAUNCH_INCIDENT, s.incident_id, to_json({"incident_id": s.incident_id}), stamp,
+            (LAUNCH_INCIDENT, s.incident_id, sql.json({"incident_id": s.incident_id}), stamp,
              stamp, 0)
             for s in opened
         ]  # fmt: skip
@@ -252,7 +252,7 @@ def _link_and_log(
                 kind, message = "alert", f"{alert.source} alert attached: {what}"
             data = {"alert_id": alert_id, "source": alert.source, "delivery_id": alert.delivery_id}
             events.append(
-                (incident_id, stamp, kind, None, message, actor or alert.source, to_json(data))
+                (incident_id, stamp, kind, None, message, actor or alert.source, sql.json(data))
             )
             outcomes[index] = AlertOutcome(
                 alert_id=alert_id, incident_id=incident_id, opened=opened, attached=not opened
@@ -262,13 +262,13 @@ def _link_and_log(
 def _alert_row(sql: BatchSQL, alert: Alert, now: datetime) -> tuple[Any, ...]:
     # in ALERT_COLUMNS order; str() of the enums gives their values and passes any odd value on
     # for the database to refuse
-    time = sql.time
+    time, json = sql.time, sql.json
     hint = alert.severity_hint
     return (
         alert.source, alert.delivery_id, alert.fingerprint, alert.dedup_key, str(alert.status),
-        alert.summary, to_json(alert.labels), to_json(alert.annotations), time(alert.started_at),
+        alert.summary, json(alert.labels), json(alert.annotations), time(alert.started_at),
         time(alert.ended_at), None if hint is None else str(hint), alert.service,
-        to_json(alert.links), time(alert.received_at or now), alert.raw_body,
+        json(alert.links), time(alert.received_at or now), sql.blob(alert.raw_body),
     )  # fmt: skip
 
 
