@@ -14,17 +14,24 @@ about 3 s after it was created on this machine (at most one poll, then the impor
 
 from __future__ import annotations
 
+import atexit
+import copyreg
+import importlib
 import inspect
 import math
+import multiprocessing
+import multiprocessing.context
 import signal
+import sys
 import threading
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 if TYPE_CHECKING:
     from prefect.deployments.runner import RunnerDeployment
+    from prefect.flows import Flow
 
 DEPLOYMENT_NAME = "runbook"
 INCIDENT_DEPLOYMENT = f"incident-response/{DEPLOYMENT_NAME}"
@@ -57,13 +64,8 @@ TAGS = {
 PHASE_TAGS = ["runbook", "phase"]
 
 
-def build_deployments() -> list[RunnerDeployment]:
-    """Build the nine deployments, named ``<flow-name>/runbook`` like the ones in prefect.yaml.
-
-    Returns:
-        RunnerDeployments of incident-response, detect, triage, mitigate, communicate, rca, watch
-        (on a one-minute cron), review and digest (daily), ready for ``prefect.serve``.
-    """
+def _served() -> list[tuple[Flow[Any, Any], dict[str, Any]]]:
+    """Each flow with its deployment's settings (one source for ``prefect.yaml``'s twins)."""
     # imported here so that `import flows.serve` (e.g. by the CLI) stays cheap
     from prefect.deployments.runner import EntrypointType
 
@@ -77,26 +79,42 @@ def build_deployments() -> list[RunnerDeployment]:
     from flows.triage import triage
     from flows.watch import watch
 
-    out: list[RunnerDeployment] = []
     crons = {watch.name: WATCH_CRON, digest.name: DIGEST_CRON}
     every = (incident_response, detect, triage, mitigate, communicate, rca, watch, review, digest)
-    for fl in every:
-        # _sync: to_deployment would hand back a coroutine when called from async code (tests)
-        dep = fl.to_deployment(
-            name=DEPLOYMENT_NAME,
-            description=DESCRIPTIONS[fl.name],
-            tags=TAGS.get(fl.name, PHASE_TAGS),
-            cron=crons.get(fl.name),
-            # A module entrypoint (flows.incident.incident_response) is imported from the installed
-            # package, wherever the runner runs. A file entrypoint would be loaded from the
-            # deployment's stored path, which a deployment first made by `prefect deploy` (pull
-            # steps, no path) does not have, and serving it crashes every run.
-            entrypoint_type=EntrypointType.MODULE_PATH,
-            _sync=True,  # type: ignore[call-arg]  # async_dispatch takes it; stubs do not say
+    return [
+        (
+            fl,
+            {
+                "name": DEPLOYMENT_NAME,
+                "description": DESCRIPTIONS[fl.name],
+                "tags": TAGS.get(fl.name, PHASE_TAGS),
+                "cron": crons.get(fl.name),
+                # A module entrypoint (flows.incident.incident_response) is imported from the
+                # installed package, wherever the runner runs. A file entrypoint would be loaded
+                # from the deployment's stored path, which a deployment first made by `prefect
+                # deploy` (pull steps, no path) does not have, and serving it crashes every run.
+                "entrypoint_type": EntrypointType.MODULE_PATH,
+            },
         )
+        for fl in every
+    ]
+
+
+def build_deployments() -> list[RunnerDeployment]:
+    """Build the nine deployments, named ``<flow-name>/runbook`` like the ones in prefect.yaml.
+
+    Returns:
+        RunnerDeployments of incident-response, detect, triage, mitigate, communicate, rca, watch
+        (on a one-minute cron), review and digest (daily), as ``main`` serves them.
+    """
+    out: list[RunnerDeployment] = []
+    for fl, settings in _served():
+        # _sync: to_deployment would hand back a coroutine when called from async code (tests)
+        dep = fl.to_deployment(**settings, _sync=True)  # type: ignore[call-arg]
         assert not inspect.isawaitable(dep)
         # Marked as set so that re-applying clears a work pool `prefect deploy` gave it (as
-        # Flow.serve does): served runs must not also be offered to the pool's workers.
+        # Flow.serve and Runner.add_flow do): served runs must not also be offered to the pool's
+        # workers.
         dep.work_pool_name = None
         dep.work_queue_name = None
         out.append(dep)
@@ -110,6 +128,12 @@ def main(limit: int | None = None, poll_seconds: float = 1.0) -> None:
     not left running); on SIGINT it stops polling. Either way it then pauses the deployments'
     schedules, so no watch runs pile up while nothing serves them; the next start resumes them.
 
+    The flows are added to the runner as flow objects (``Runner.add_flow``, what ``Flow.serve``
+    does), not as deployments alone (what ``prefect.serve`` does): the runner then starts each run
+    from the flow it holds, in a child forked from a process that has imported prefect and the flows
+    already (``start_runs_from_forkserver``), instead of a fresh ``python -m prefect.engine`` that
+    imports everything again (several seconds on 2 busy cores).
+
     Args:
         limit: the most flow runs executed at once (Prefect's default, 5, when None).
         poll_seconds: how often the runner asks the server for runs to start.
@@ -120,7 +144,10 @@ def main(limit: int | None = None, poll_seconds: float = 1.0) -> None:
     """
     if poll_seconds <= 0:
         raise ValueError(f"poll_seconds must be positive, got {poll_seconds}")
-    from prefect import serve
+    import asyncio
+
+    from prefect.exceptions import TerminationSignal
+    from prefect.runner import Runner
     from prefect.settings import (
         PREFECT_API_URL,
         PREFECT_RUNNER_POLL_FREQUENCY,
@@ -132,15 +159,25 @@ def main(limit: int | None = None, poll_seconds: float = 1.0) -> None:
         # deployments are applied ends like Ctrl-C instead of killing the process mid-request.
         signal.signal(signal.SIGTERM, _interrupt)
     try:
-        deployments = build_deployments()
+        start_runs_from_forkserver()  # its imports overlap with registering the deployments
         # The setting is whole seconds and is read when prefect is first imported, so it is set for
         # this process explicitly; the runner's query_seconds takes the exact (fractional) value.
         with temporary_settings(updates={PREFECT_RUNNER_POLL_FREQUENCY: math.ceil(poll_seconds)}):
-            # serve() handles both signals once running: SIGTERM stops the runner through its own
-            # handler, SIGINT (KeyboardInterrupt) is caught and logged; either way it returns.
-            serve(
-                *deployments, limit=limit, query_seconds=poll_seconds, print_starting_message=True
+            runner = Runner(pause_on_shutdown=True, limit=limit, query_seconds=poll_seconds)
+            names = []
+            for fl, settings in _served():
+                runner.add_flow(fl, **settings)
+                names.append(f"{fl.name}/{settings['name']}")
+            print(
+                "Your deployments are being served and polling for scheduled runs!\n  "
+                + "\n  ".join(names),
+                flush=True,
             )
+            try:
+                # the runner handles SIGTERM itself once running (stops, cancels in-flight runs)
+                asyncio.run(runner.start())
+            except (KeyboardInterrupt, TerminationSignal) as exc:
+                print(f"runbook serve: {type(exc).__name__}, shut down", flush=True)
     except KeyboardInterrupt:
         print("runbook serve: interrupted before the runner started; nothing was served")
     except httpx.ConnectError as exc:
@@ -148,6 +185,114 @@ def main(limit: int | None = None, poll_seconds: float = 1.0) -> None:
             f"cannot reach the Prefect API at {PREFECT_API_URL.value()}: start it "
             "(`prefect server start`) or point PREFECT_API_URL at a running one"
         ) from exc
+
+
+# What a served run imports before its first task: forked from a process that has them already.
+FORKSERVER_PRELOAD = [
+    "flows.serve",
+    "prefect.flow_engine",
+    "prefect.task_engine",
+    "flows.incident",
+    "flows.watch",
+    "flows.reviews",
+    "flows.digest",
+]
+
+
+class _ForkserverProcess(multiprocessing.context.ForkServerProcess):
+    """A forkserver child that runs the interpreter's exit handlers when its target returns.
+
+    A spawned child ends with ``sys.exit`` and so runs the ``atexit`` handlers, where Prefect
+    sends the run's last logs and events; a forkserver child ends with ``os._exit`` and would
+    lose them.
+    """
+
+    def run(self) -> None:
+        try:
+            super().run()
+        finally:
+            atexit._run_exitfuncs()
+
+
+class _ForkserverContext(multiprocessing.context.ForkServerContext):
+    Process = _ForkserverProcess  # type: ignore[assignment]
+
+
+class _ForkserverMultiprocessing:
+    """``multiprocessing`` as prefect.flow_engine sees it, except that its "spawn" context is the
+    forkserver context (everything else is the real module)."""
+
+    context = _ForkserverContext()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(multiprocessing, name)
+
+    def get_context(self, method: str | None = None) -> Any:
+        return self.context if method == "spawn" else multiprocessing.get_context(method)
+
+
+def run_flow_in_forkserver(*args: Any, **kwargs: Any) -> Any:
+    """Prefect's ``run_flow_in_subprocess``, unchanged, with its process forked from the forkserver.
+
+    Prefect starts each run of a served flow in a fresh *spawn* interpreter that imports prefect and
+    the flows again. The forkserver imported them once (FORKSERVER_PRELOAD) and forks a child per
+    run in milliseconds; the child still gets the run's environment, settings and serialized call
+    exactly as a spawned one would (Prefect's own code builds them). The swap lasts for this
+    synchronous call only, on the runner's event-loop thread.
+    """
+    import prefect.flow_engine as engine
+    from prefect.flows import Flow
+
+    real = engine.multiprocessing
+    setattr(engine, "multiprocessing", _ForkserverMultiprocessing())  # noqa: B010
+    had = copyreg.dispatch_table.get(Flow)
+    copyreg.dispatch_table[Flow] = _flow_by_reference
+    try:
+        return engine.run_flow_in_subprocess(*args, **kwargs)
+    finally:
+        setattr(engine, "multiprocessing", real)  # noqa: B010
+        if had is None:
+            copyreg.dispatch_table.pop(Flow, None)
+        else:
+            copyreg.dispatch_table[Flow] = had
+
+
+def _flow_by_reference(fl: Flow[Any, Any]) -> Any:
+    """Pickle a module-level flow as "import it from its module", not by value.
+
+    By value, cloudpickle sends the flow's function with only the globals its code names, not the
+    ones its string annotations name (``from __future__ import annotations``), so the child could
+    not build the parameter model (``Declaration`` is not defined). The child has the module
+    imported already (FORKSERVER_PRELOAD).
+    """
+    module = sys.modules.get(fl.fn.__module__)
+    if module is not None and getattr(module, fl.fn.__name__, None) is fl:
+        return (_import_flow, (fl.fn.__module__, fl.fn.__name__))
+    return fl.__reduce_ex__(4)
+
+
+def _import_flow(module: str, name: str) -> Flow[Any, Any]:
+    flow: Flow[Any, Any] = getattr(importlib.import_module(module), name)
+    return flow
+
+
+def start_runs_from_forkserver() -> None:
+    """Make this process's runner start runs from a forkserver, and start that server now.
+
+    Prefect's DirectSubprocessStarter (the runner's starter for flows it holds) calls
+    ``prefect.runner._starter_direct.run_flow_in_subprocess`` and documents patching that name to
+    override it; this points it at ``run_flow_in_forkserver``. No-op where there is no forkserver
+    (Windows).
+    """
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return
+    from multiprocessing import forkserver
+
+    import prefect.runner._starter_direct as starter
+
+    multiprocessing.get_context("forkserver").set_forkserver_preload(FORKSERVER_PRELOAD)
+    forkserver.ensure_running()  # imports the preload while the runner starts, not on the 1st run
+    starter.run_flow_in_subprocess = run_flow_in_forkserver  # type: ignore[assignment]
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:

@@ -220,11 +220,15 @@ def incident_show(
 @app.command()
 def serve(
     limit: Annotated[int | None, typer.Option(help="At most this many runs at once.")] = None,
-    poll: Annotated[int, typer.Option(help="Seconds between polls for launched runs.")] = 1,
+    poll: Annotated[
+        float, typer.Option(help="Seconds between polls for launched runs (e.g. 0.2).")
+    ] = 1.0,
 ) -> None:
     """Serve every runbook deployment from this process (no work pool needed) until Ctrl-C."""
     from flows.serve import main as serve_main
 
+    if poll <= 0:
+        raise fail(f"--poll must be a positive number of seconds, not {poll}", 2)
     try:
         serve_main(limit=limit, poll_seconds=poll)
     except RuntimeError as exc:  # the Prefect API cannot be reached: say so in one line
@@ -299,6 +303,21 @@ def bench_mitigate_db(
     from runbook.bench.mitigate_db import main as bench_main
 
     raise typer.Exit(bench_main(backends=backends, json_out=as_json))
+
+
+@bench_app.command("latency")
+def bench_latency(
+    alerts: Annotated[int, typer.Option(help="Alerts to send, one after another.")] = 50,
+    poll: Annotated[float, typer.Option(help="`runbook serve --poll` of the served runner.")] = 0.2,
+    as_json: JsonOpt = False,
+) -> None:
+    """Alert POST to the first task of `detect` running, with the deployments served by `runbook
+    serve` on a private Prefect server; p50/p95 over the alerts."""
+    from runbook.bench.latency import main as bench_main
+
+    if alerts < 1 or poll <= 0:
+        raise fail("--alerts must be at least 1 and --poll a positive number of seconds", 2)
+    raise typer.Exit(bench_main(alerts, poll, as_json))
 
 
 # --- drill ----------------------------------------------------------------------------------------
