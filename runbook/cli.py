@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import typer
 from rich.console import Console
@@ -266,7 +266,8 @@ def gateway(
         from blocks.gateway import GatewaySecrets  # the block layer sits above runbook/
 
         try:
-            config = GatewaySecrets.load(secrets_block).gateway_config()
+            block = cast(GatewaySecrets, GatewaySecrets.load(secrets_block))  # sync in a CLI
+            config = block.gateway_config()
         except ValueError as exc:  # Prefect: no such block document
             raise fail(f"cannot load the GatewaySecrets block {secrets_block!r}: {exc}") from None
     try:
