@@ -49,7 +49,7 @@ DESCRIPTIONS = {
     "communicate": "Communicate & Document: channel, status page, PagerDuty, ticket, close the "
     "incident.",
     "rca": "Root Cause Analysis: the RCA document from the ledger.",
-    "watch": "Escalate missed phase deadlines (dead workers) and resolution overruns, every minute.",
+    "watch": "Every minute: open or attach incidents for metrics past their thresholds (and resolve them when healthy), escalate missed phase deadlines (dead workers) and resolution overruns.",
     "review": "Post-incident review: remind about open checklist items and overdue action items "
     "(scheduled at +24h/+48h/+1w on resolution), or tick items off with done.",
     "digest": "Daily summary by email: incidents by severity, SLA misses, open action items, "
