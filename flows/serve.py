@@ -196,6 +196,7 @@ FORKSERVER_PRELOAD = [
     "flows.watch",
     "flows.reviews",
     "flows.digest",
+    "flows._preload",  # last: builds the models of everything above
 ]
 
 

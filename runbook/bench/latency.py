@@ -205,7 +205,7 @@ async def _first_task(client: Any, incident_id: int, deadline: float) -> dict[st
                 )
             )
             detect = next((r for r in children if r.name.endswith(" detect")), None)
-        if detect is not None:
+        if parent is not None and detect is not None:
             tasks = await client.read_task_runs(
                 task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=[detect.id]))
             )

@@ -1,0 +1,51 @@
+"""Imported by `runbook serve`'s forkserver only (``flows.serve.FORKSERVER_PRELOAD``).
+
+Work that every served run would otherwise repeat after the fork is done here once, before it:
+
+- the pydantic models Prefect defers are built (``PrefectBaseModel`` sets ``defer_build``, so each
+  process builds a model's validator on its first use: the run's flow run, task runs, states ...);
+- what Prefect imports lazily on a run's path is imported (``fastapi.encoders``, which serializes
+  a subflow's parameters).
+
+Nothing here opens a connection or starts a thread: the forkserver must stay safe to fork.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import fastapi.encoders  # noqa: F401 - imported for its side effect (see above)
+from pydantic import BaseModel
+from pydantic._internal._mock_val_ser import MockValSer
+
+import flows.digest  # noqa: F401 - every served flow's models exist before they are built
+import flows.incident  # noqa: F401
+import flows.reviews  # noqa: F401
+import flows.watch  # noqa: F401
+
+
+def _subclasses(cls: type[BaseModel]) -> set[type[BaseModel]]:
+    found: set[type[BaseModel]] = set()
+    todo = [cls]
+    while todo:
+        for sub in todo.pop().__subclasses__():
+            if sub not in found:
+                found.add(sub)
+                todo.append(sub)
+    return found
+
+
+def build_deferred_models() -> int:
+    """Build every loaded pydantic model whose validator is still deferred; how many were built."""
+    built = 0
+    for model in _subclasses(BaseModel):
+        if isinstance(model.__dict__.get("__pydantic_validator__"), MockValSer):
+            # a model that cannot be built yet (an unresolved forward reference) is built on first
+            # use, as it would have been anyway
+            with contextlib.suppress(Exception):
+                model.model_rebuild(force=True)
+                built += 1
+    return built
+
+
+build_deferred_models()
