@@ -321,6 +321,22 @@ def bench_latency(
     raise typer.Exit(bench_main(alerts, poll, as_json))
 
 
+@bench_app.command("overhead")
+def bench_overhead(
+    latency: Annotated[
+        float, typer.Option(help="Seconds added to every vendor answer of the sandbox.")
+    ] = 0.2,
+    as_json: JsonOpt = False,
+) -> None:
+    """The bad-deploy incident against a sandbox whose every call takes --latency: each phase's
+    wall time over its critical path (policy waits excluded)."""
+    from runbook.bench.overhead import main as bench_main
+
+    if not 0 < latency <= 5:
+        raise fail("--latency must be within (0, 5] seconds", 2)
+    raise typer.Exit(bench_main(latency, as_json))
+
+
 # --- drill ----------------------------------------------------------------------------------------
 
 

@@ -1,0 +1,287 @@
+"""Benchmark: each phase's wall time against its critical path, every vendor call taking 200 ms.
+
+The bad-deploy incident runs through every phase (in this process, on a private Prefect server,
+clock compressed 100x, the drill's policy overlay so nobody has to approve) against the sandbox
+world with a fault rule that delays every answer of every vendor, the app included, by 200 ms.
+
+**What is measured.** Around the sandbox's ASGI app, a timing layer records each vendor request's
+start and end (when the request reached the sandbox and when its answer was sent). The phases'
+windows are the ``phase_started``/``phase_ended`` events in the ledger's timeline. The policy's
+waits (the metrics windows between two scrapes, the settle pauses between verification attempts,
+the recurrence watch's pauses: every ``asyncio.sleep`` of ``flows.mitigate`` and
+``tasks.metrics``) are recorded the same way, by a recording stand-in for ``asyncio`` in those two
+modules during the bench.
+
+**The critical path** of a phase is the longest chain of intervals (calls and waits inside the
+phase's window) in which each starts after the previous one ended: the heaviest set of pairwise
+non-overlapping intervals, by total duration (weighted interval scheduling). Calls that overlapped
+ran concurrently, so they are independent and never both on the chain; calls made one after the
+other are counted as dependent. That makes the chain an upper bound of the true critical path (two
+independent calls made one after the other would lengthen it), so the ratio shows Prefect's and
+the flow's own cost between calls; the bench also reports how many calls each phase made and how
+many are on the chain, which shows missed concurrency.
+
+**The ratio** of a phase is ``(wall - waits_on_chain) / (chain - waits_on_chain)``: policy waits are
+not calls, so they leave both the numerator and the denominator (``waits_s`` reports them). A phase
+that makes no vendor call has no ratio (``null``, with its wall time): all of its time is overhead
+by definition, and its wall time says how much. Target: every ratio <= 1.3.
+
+Usage: ``runbook bench overhead [--latency 0.2] [--json]``
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import secrets
+import time
+import tomllib
+import types
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+TARGET_RATIO = 1.3
+SPEED = 100.0
+
+
+@dataclass(frozen=True)
+class Interval:
+    """One call (or policy wait) from ``start`` to ``end``, in seconds since the epoch."""
+
+    start: float
+    end: float
+    kind: str = "call"  # "call" or "wait"
+    label: str = ""
+
+    @property
+    def duration(self) -> float:
+        return max(0.0, self.end - self.start)
+
+
+def critical_chain(intervals: Sequence[Interval]) -> list[Interval]:
+    """The heaviest chain of pairwise non-overlapping intervals (each starts at or after the end
+    of the one before), by total duration; in time order.
+
+    Weighted interval scheduling: sort by end; best(i) = max(best(i-1), dur(i) + best(p(i))) where
+    p(i) is the last interval ending at or before i starts.
+    """
+    items = sorted(intervals, key=lambda i: (i.end, i.start))
+    ends = [i.end for i in items]
+    best: list[float] = [0.0] * (len(items) + 1)
+    take: list[bool] = [False] * (len(items) + 1)
+    prev: list[int] = [0] * (len(items) + 1)
+    for n, item in enumerate(items, start=1):
+        p = bisect.bisect_right(ends, item.start, 0, n - 1)
+        with_it = item.duration + best[p]
+        if with_it > best[n - 1]:
+            best[n], take[n], prev[n] = with_it, True, p
+        else:
+            best[n], take[n], prev[n] = best[n - 1], False, n - 1
+    chain: list[Interval] = []
+    n = len(items)
+    while n > 0:
+        if take[n]:
+            chain.append(items[n - 1])
+            n = prev[n]
+        else:
+            n -= 1
+    return chain[::-1]
+
+
+def phase_figures(
+    wall: tuple[float, float], calls: Sequence[Interval], waits: Sequence[Interval]
+) -> dict[str, Any]:
+    """One phase's figures: wall time, chain, waits on it, ratio (None without a call).
+
+    Args:
+        wall: the phase's (start, end).
+        calls: every recorded vendor call; those starting inside the window count.
+        waits: every recorded policy wait; those starting inside the window count.
+    """
+    start, end = wall
+    inside = [i for i in [*calls, *waits] if start <= i.start <= end]  # started within the phase
+    chain = critical_chain(inside)
+    chain_s = sum(i.duration for i in chain)
+    waits_s = sum(i.duration for i in chain if i.kind == "wait")
+    n_calls = sum(1 for i in inside if i.kind == "call")
+    on_chain = sum(1 for i in chain if i.kind == "call")
+    wall_s = end - start
+    path_s = chain_s - waits_s
+    return {
+        "wall_s": round(wall_s, 3),
+        "critical_path_s": round(path_s, 3),
+        "waits_s": round(waits_s, 3),
+        "calls": n_calls,
+        "calls_on_path": on_chain,
+        "ratio": round((wall_s - waits_s) / path_s, 3) if on_chain else None,
+    }
+
+
+class TimedApp:
+    """ASGI middleware: the start and end of every HTTP request (vendor and control calls)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.calls: list[Interval] = []
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"].startswith("/_sandbox"):
+            await self.app(scope, receive, send)
+            return
+        started = time.time()
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.calls.append(Interval(started, time.time(), "call", scope["path"]))
+
+
+class _RecordingAsyncio(types.SimpleNamespace):
+    """``asyncio`` for a flow module, with ``sleep`` recorded as a policy wait."""
+
+    def __init__(self, waits: list[Interval]) -> None:
+        super().__init__()
+        self._waits = waits
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(asyncio, name)
+
+    async def sleep(self, delay: float, result: Any = None) -> Any:
+        started = time.time()
+        try:
+            return await asyncio.sleep(delay, result)
+        finally:
+            if delay > 0:
+                self._waits.append(Interval(started, time.time(), "wait", f"sleep {delay:.3g}"))
+
+
+@contextlib.contextmanager
+def recording_waits(waits: list[Interval]) -> Iterator[None]:
+    """Record the policy waits of ``flows.mitigate`` and ``tasks.metrics`` while inside."""
+    import flows.mitigate
+    import tasks.metrics
+
+    modules = (flows.mitigate, tasks.metrics)
+    stand_in = _RecordingAsyncio(waits)
+    for module in modules:
+        setattr(module, "asyncio", stand_in)  # noqa: B010
+    try:
+        yield
+    finally:
+        for module in modules:
+            setattr(module, "asyncio", asyncio)  # noqa: B010
+
+
+def _phase_windows(events: Sequence[Any]) -> dict[str, tuple[float, float]]:
+    starts: dict[str, float] = {}
+    out: dict[str, tuple[float, float]] = {}
+    for e in events:
+        if e.phase is None:
+            continue
+        if e.kind == "phase_started":
+            starts[e.phase.value] = e.at.timestamp()
+        elif e.kind == "phase_ended" and e.phase.value in starts:
+            out[e.phase.value] = (starts[e.phase.value], e.at.timestamp())
+    return out
+
+
+async def _incident(folder: Path, base_url: str, token: str, waits: list[Interval]) -> int:
+    from flows.incident import Declaration, incident_response
+    from flows.runtime import Options
+    from runbook.bench.latency import save_blocks
+    from runbook.drill.run import drill_policy_text
+    from runbook.drill.world import CREDENTIALS, drill_systems
+
+    default = resources.files("runbook").joinpath("default_policy.toml").read_text("utf-8")
+    policy = folder / "policy.toml"
+    policy.write_text(drill_policy_text(tomllib.loads(default).get("actions", {})), "utf-8")
+    systems = drill_systems(f"bench-{secrets.token_hex(4)}", postgres=False)
+    await save_blocks(base_url, dict.fromkeys(CREDENTIALS, token), systems)
+    options = Options(
+        speed=SPEED,
+        policy_path=str(policy),
+        ledger_url=f"sqlite:///{folder / 'ledger.db'}",
+        systems=systems,
+    )
+    declaration = Declaration(
+        title="Checkout errors after the latest deploy",
+        service="web",
+        severity="P1",  # type: ignore[arg-type]  # pydantic coerces
+        suspected_scenario="bad-deploy",  # type: ignore[arg-type]
+    )
+    with recording_waits(waits):
+        result = await incident_response(declaration=declaration, options=options)
+    return int(result["incident_id"])
+
+
+def run(latency_s: float = 0.2) -> dict[str, Any]:
+    """Run the bad-deploy incident against the slowed sandbox; the figures per phase."""
+    from flows.runtime import get_ledger
+    from runbook.bench.latency import bench_home, private_prefect_api
+    from runbook.sandbox.app import create_app
+    from runbook.sandbox.core import FaultRule, World
+    from runbook.sandbox.scenarios import apply_scenario
+    from runbook.sandbox.server import serve_in_thread
+
+    folder = bench_home() / f"overhead-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:4]}"
+    folder.mkdir()
+    token = secrets.token_urlsafe(16)
+    world = World(token=token, seed=7)
+    timed = TimedApp(create_app(world))
+    server = serve_in_thread(timed)
+    waits: list[Interval] = []
+    try:
+        with private_prefect_api(folder):
+            apply_scenario(world, "bad-deploy")
+            world.add_fault(FaultRule(vendor="*", kind="latency", latency_s=latency_s, rate=1.0))
+            incident_id = asyncio.run(_incident(folder, server.url, token, waits))
+    finally:
+        server.stop()
+    ledger = get_ledger(f"sqlite:///{folder / 'ledger.db'}")
+    windows = _phase_windows(ledger.timeline(incident_id))
+    incident = ledger.get_incident(incident_id)
+    phases = {name: phase_figures(window, timed.calls, waits) for name, window in windows.items()}
+    ratios = [p["ratio"] for p in phases.values() if p["ratio"] is not None]
+    return {
+        "phases": {name: p["ratio"] for name, p in phases.items()},
+        "max_ratio": max(ratios) if ratios else None,
+        "target_ratio": TARGET_RATIO,
+        "latency_s": latency_s,
+        "detail": phases,
+        "incident_status": incident.status.value,
+        "resolved": incident.resolved_at is not None,
+        "folder": str(folder),
+    }
+
+
+def main(latency_s: float = 0.2, json_out: bool = False) -> int:
+    """Run the benchmark once and print its figures.
+
+    Args:
+        latency_s: the delay added to every vendor answer.
+        json_out: print one JSON object (``phases`` name -> ratio, ``max_ratio``, ``detail`` ...).
+
+    Returns:
+        0 when the incident resolved and every phase's ratio is within 1.3, 1 otherwise.
+    """
+    import json
+
+    out = run(latency_s)
+    out["ok"] = bool(
+        out["resolved"] and out["max_ratio"] is not None and out["max_ratio"] <= TARGET_RATIO
+    )
+    if json_out:
+        print(json.dumps(out))
+    else:
+        for name, d in out["detail"].items():
+            print(
+                f"{name:12} wall {d['wall_s']:6.2f} s  path {d['critical_path_s']:5.2f} s  "
+                f"waits {d['waits_s']:5.2f} s  calls {d['calls']:3} ({d['calls_on_path']} on "
+                f"the path)  ratio {d['ratio']}"
+            )
+        print(f"max ratio {out['max_ratio']} (target <= {TARGET_RATIO}); {out['incident_status']}")
+    return 0 if out["ok"] else 1
