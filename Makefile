@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
 
-.PHONY: install test check demo format lock clean
+.PHONY: install test check demo bench format lock clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,16 @@ format: $(STAMP)
 
 demo: $(STAMP)
 	RUNBOOK_HOME=$${RUNBOOK_HOME:-$(CURDIR)/.runbook} $(BIN)/runbook drill
+
+# Every benchmark, one JSON object each, into bench-results/ (gitignored); minutes, not seconds. A
+# bench that misses its target exits 1; the others run anyway (read the JSON files).
+bench: $(STAMP)
+	@mkdir -p bench-results
+	RUNBOOK_HOME=$${RUNBOOK_HOME:-$(CURDIR)/.runbook} $(BIN)/runbook bench ingest --json > bench-results/ingest.json || true
+	RUNBOOK_HOME=$${RUNBOOK_HOME:-$(CURDIR)/.runbook} $(BIN)/runbook bench mitigate-db --json > bench-results/mitigate-db.json || true
+	RUNBOOK_HOME=$${RUNBOOK_HOME:-$(CURDIR)/.runbook} $(BIN)/runbook bench latency --json > bench-results/latency.json || true
+	RUNBOOK_HOME=$${RUNBOOK_HOME:-$(CURDIR)/.runbook} $(BIN)/runbook bench overhead --json > bench-results/overhead.json || true
+	@ls -l bench-results
 
 # Re-lock after changing dependencies in pyproject.toml.
 lock:

@@ -7,9 +7,10 @@ are run. Serving takes over a deployment of that name that ``prefect deploy`` cr
 entrypoint becomes a module path, and its work pool and pull steps are cleared, so only this process
 runs it. Stopping the server pauses them; `prefect deploy --all` hands them back to the work pool.
 
-The runner polls for scheduled runs every second (Prefect's default is 10 s). Each run executes in its
-own subprocess, which first imports the flows, so a run launched by the gateway or the UI is running
-about 3 s after it was created on this machine (at most one poll, then the import).
+The runner polls for scheduled runs every second by default (Prefect's default is 10 s; `runbook serve
+--poll 0.2` for less). Each run executes in its own process, forked from a forkserver that imported
+prefect and the flows once (see ``start_runs_from_forkserver``), so a run launched by the gateway or the
+UI is running about 1 s after it was created on this machine (`runbook bench latency`).
 """
 
 from __future__ import annotations
