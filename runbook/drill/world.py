@@ -8,7 +8,6 @@ when the drill ends.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import secrets
 from collections.abc import Mapping
@@ -127,7 +126,10 @@ async def save_sandbox_blocks(
     ]
     if pg_dsn and names.postgres:
         saves.append(PostgresTarget(dsn=SecretStr(pg_dsn)).save(names.postgres, overwrite=True))
-    await asyncio.gather(*saves)
+    # one after another: on a fresh Prefect server concurrent saves race to register the block
+    # types and one can fail with ObjectNotFound
+    for save in saves:
+        await save
 
 
 async def delete_blocks(names: Systems) -> None:
