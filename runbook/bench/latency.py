@@ -175,23 +175,6 @@ def _asyncpg_url(admin_dsn: str, dbname: str) -> str:
     ).render_as_string(hide_password=False)
 
 
-async def save_blocks(base_url: str, creds: dict[str, str], systems: Any) -> None:
-    """``save_sandbox_blocks``, tried again when a concurrent first save of a block type on a fresh
-    Prefect server lost a race (ObjectNotFound); saving is idempotent (overwrite)."""
-    from prefect.exceptions import ObjectNotFound
-
-    from runbook.drill.world import save_sandbox_blocks
-
-    for attempt in range(3):
-        try:
-            await save_sandbox_blocks(base_url, creds, None, systems)
-            return
-        except ObjectNotFound:
-            if attempt == 2:
-                raise
-            await asyncio.sleep(0.5)
-
-
 def _ts(at: datetime | None) -> float | None:
     return None if at is None else at.timestamp()
 
@@ -325,7 +308,7 @@ def run(alerts: int = 50, poll_s: float = 0.2) -> dict[str, Any]:
     from pydantic import SecretStr
 
     from flows.runtime import Systems
-    from runbook.drill.world import SimulatedProduction
+    from runbook.drill.world import SimulatedProduction, save_sandbox_blocks
     from runbook.gateway.app import create_app
     from runbook.gateway.config import GatewayConfig
     from runbook.gateway.dispatcher import PrefectLauncher
@@ -340,7 +323,7 @@ def run(alerts: int = 50, poll_s: float = 0.2) -> dict[str, Any]:
     prod = SimulatedProduction.start()
     try:
         with private_prefect_api(folder) as api_url:
-            asyncio.run(save_blocks(prod.url, prod.credentials, Systems()))
+            asyncio.run(save_sandbox_blocks(prod.url, prod.credentials, None, Systems()))
             with open_ledger(ledger_url) as ledger:
                 gateway = serve_in_thread(
                     create_app(

@@ -192,15 +192,14 @@ def _phase_windows(events: Sequence[Any]) -> dict[str, tuple[float, float]]:
 async def _incident(folder: Path, base_url: str, token: str, waits: list[Interval]) -> int:
     from flows.incident import Declaration, incident_response
     from flows.runtime import Options
-    from runbook.bench.latency import save_blocks
     from runbook.drill.run import drill_policy_text
-    from runbook.drill.world import CREDENTIALS, drill_systems
+    from runbook.drill.world import CREDENTIALS, drill_systems, save_sandbox_blocks
 
     default = resources.files("runbook").joinpath("default_policy.toml").read_text("utf-8")
     policy = folder / "policy.toml"
     policy.write_text(drill_policy_text(tomllib.loads(default).get("actions", {})), "utf-8")
     systems = drill_systems(f"bench-{secrets.token_hex(4)}", postgres=False)
-    await save_blocks(base_url, dict.fromkeys(CREDENTIALS, token), systems)
+    await save_sandbox_blocks(base_url, dict.fromkeys(CREDENTIALS, token), None, systems)
     options = Options(
         speed=SPEED,
         policy_path=str(policy),
