@@ -17,7 +17,6 @@ from runbook.models import ActionStatus, Incident, Phase
 from runbook.timings import Timings, incident_timings
 
 PHASES = [p.value for p in Phase]
-NOTIFICATION_KINDS = {"post_message", "page_oncall", "create_ticket", "status_page", "send_email"}
 
 
 class PhaseRow(BaseModel):

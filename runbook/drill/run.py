@@ -322,9 +322,10 @@ def _progress(run: DrillRun, ledger: Any) -> Group:
 async def _follow(run: DrillRun, ledger: Any) -> None:
     """Show each phase against its SLA, live, until the incident flow returns."""
     assert run.incident_id is not None
-    deadline = asyncio.get_running_loop().time() + run.settings.timeout_s
+    loop = asyncio.get_running_loop()
+    launch_by, deadline = loop.time() + 30, loop.time() + run.settings.timeout_s
     while run.incident_id not in run.launched:
-        if asyncio.get_running_loop().time() > 30 + deadline - run.settings.timeout_s:
+        if loop.time() > launch_by:
             raise DrillError("the gateway did not launch the incident flow within 30 s")
         await asyncio.sleep(0.05)
     task = run.launched[run.incident_id]
@@ -335,7 +336,7 @@ async def _follow(run: DrillRun, ledger: Any) -> None:
         transient=True,
     ) as live:
         while not task.done():
-            if asyncio.get_running_loop().time() > deadline:
+            if loop.time() > deadline:
                 task.cancel()
                 raise DrillError(
                     f"the incident flow did not finish within {run.settings.timeout_s:.0f} s"
