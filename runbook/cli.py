@@ -256,6 +256,14 @@ def gateway(
             help="A GatewaySecrets block's name; the environment fills what it leaves unset."
         ),
     ] = None,
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option(help="Serve HTTPS: the PEM certificate chain (with --tls-key)."),
+    ] = None,
+    tls_key: Annotated[
+        Path | None,
+        typer.Option(help="The certificate's PEM private key (unencrypted; keep it 0600)."),
+    ] = None,
 ) -> None:
     """Receive alerts (Alertmanager, Grafana, PagerDuty, Datadog, Sentry, generic JSON) and launch
     one incident-response run per problem."""
@@ -271,7 +279,7 @@ def gateway(
         except ValueError as exc:  # Prefect: no such block document
             raise fail(f"cannot load the GatewaySecrets block {secrets_block!r}: {exc}") from None
     try:
-        run_gateway(host, port, insecure_no_auth, ledger, not no_prefect, config)
+        run_gateway(host, port, insecure_no_auth, ledger, not no_prefect, config, tls_cert, tls_key)
     except (ConfigError, LedgerError) as exc:
         raise fail(str(exc)) from None
 

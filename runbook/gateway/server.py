@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import ssl
 import sys
+from pathlib import Path
 from typing import Any
 
 import uvicorn
 
+from runbook.errors import ConfigError
 from runbook.gateway.app import create_app
 from runbook.gateway.config import GatewayConfig
 from runbook.gateway.dispatcher import INCIDENT_DEPLOYMENT, prefect_launch
@@ -21,7 +24,8 @@ def uvicorn_config(app: Any, **options: Any) -> uvicorn.Config:
     """uvicorn settings for the gateway: httptools and uvloop, no access log, no proxy headers.
 
     The access log and the proxy-headers middleware cost a fifth of a request; the gateway keeps
-    its own per-request metrics and never sits behind a proxy it must trust.
+    its own per-request metrics and terminates TLS itself (``tls_options``), so it never sits
+    behind a proxy it must trust.
 
     Args:
         app: the ASGI app.
@@ -33,6 +37,38 @@ def uvicorn_config(app: Any, **options: Any) -> uvicorn.Config:
     )  # fmt: skip
 
 
+def tls_options(cert: Path | None, key: Path | None) -> dict[str, str]:
+    """uvicorn's TLS arguments for a certificate chain and its private key, checked before serving.
+
+    Args:
+        cert: the PEM certificate chain (server certificate first), or None for plain HTTP.
+        key: the PEM private key of that certificate (unencrypted), or None for plain HTTP.
+
+    Returns:
+        ``ssl_certfile``/``ssl_keyfile`` for ``uvicorn_config``; empty for plain HTTP.
+
+    Raises:
+        ConfigError: only one of the two was given, a file is missing, or they do not load as a
+            certificate and its key (the message names the files, never their content).
+    """
+    if cert is None and key is None:
+        return {}
+    if cert is None or key is None:
+        raise ConfigError("give both --tls-cert and --tls-key (or neither, for plain HTTP)")
+    for label, path in (("--tls-cert", cert), ("--tls-key", key)):
+        if not path.is_file():
+            raise ConfigError(f"{label} {path}: no such file")
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except (ssl.SSLError, OSError) as error:
+        reason = getattr(error, "reason", None) or type(error).__name__
+        raise ConfigError(
+            f"--tls-cert {cert} and --tls-key {key} do not load as a PEM certificate chain and "
+            f"its unencrypted private key ({reason})"
+        ) from None
+    return {"ssl_certfile": str(cert), "ssl_keyfile": str(key)}
+
+
 def run(
     host: str,
     port: int,
@@ -40,6 +76,8 @@ def run(
     ledger_url: str | None,
     prefect: bool,
     config: GatewayConfig | None = None,
+    tls_cert: Path | None = None,
+    tls_key: Path | None = None,
 ) -> None:
     """Serve the gateway until interrupted.
 
@@ -51,10 +89,14 @@ def run(
         prefect: launch each opened incident's flow run through Prefect; False only stores.
         config: the secrets and limits (default: from the environment), e.g. from a
             ``GatewaySecrets`` block; ``insecure_no_auth`` is applied to it.
+        tls_cert: serve HTTPS with this PEM certificate chain (with ``tls_key``).
+        tls_key: the certificate's PEM private key.
 
     Raises:
+        ConfigError: the TLS files are incomplete or do not load.
         LedgerUnavailableError: the ledger cannot be reached at start.
     """
+    tls = tls_options(tls_cert, tls_key)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if config is None:
         config = GatewayConfig.from_env(insecure_no_auth=insecure_no_auth)
@@ -76,4 +118,5 @@ def run(
             f"run_deployment({INCIDENT_DEPLOYMENT!r})" if prefect else "off (--no-prefect)",
         )
         app = create_app(ledger, config, launcher=prefect_launch if prefect else None)
-        uvicorn.Server(uvicorn_config(app, host=host, port=port)).run()
+        log.info("listening on %s://%s:%s", "https" if tls else "http", host, port)
+        uvicorn.Server(uvicorn_config(app, host=host, port=port, **tls)).run()
