@@ -294,13 +294,16 @@ def bench_ingest(
         typer.Option("--vs-alertmanager", help="Send the same load to a local Alertmanager too."),
     ] = False,
     as_json: JsonOpt = False,
+    connections: Annotated[
+        int, typer.Option(help="Concurrent connections, one request in flight each (2-1000).")
+    ] = 64,
 ) -> None:
     """Drive the gateway over HTTP; throughput, ack latency, incidents and alerts counted in the ledger."""
     from runbook.bench.ingest import main as bench_main
 
     if ledger not in ("sqlite", "postgres"):
         raise fail(f"--ledger must be sqlite or postgres, not {ledger!r}", 2)
-    raise typer.Exit(bench_main(alerts, groups, ledger, as_json, vs_alertmanager))
+    raise typer.Exit(bench_main(alerts, groups, ledger, as_json, vs_alertmanager, connections))
 
 
 @bench_app.command("mitigate-db")

@@ -13,8 +13,13 @@ A second, paced phase sends ``PACED_RATE`` alerts/s for a few seconds and report
 latency target is stated at that rate). With ``vs_alertmanager`` the same alerts also go to a
 local Alertmanager's ``POST /api/v2/alerts`` in the same run, one alert per request as well.
 
+Concurrency (``--connections``, default 64) bounds a closed loop's rate by Little's law: rate =
+connections / ack latency. The group commit turns more requests in flight into bigger batches, so a
+ledger whose commit is round-trip bound (PostgreSQL) needs more of them to reach its capacity than
+one bound by the gateway's CPU (SQLite); the JSON's ``concurrency`` says which was used.
+
 Usage: ``runbook bench ingest [--alerts 50000] [--groups 500] [--ledger sqlite|postgres] [--json]
-[--vs-alertmanager]``
+[--vs-alertmanager] [--connections 64]``
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from runbook.bench.ingest_load import drive, free_port, wait_ready
+from runbook.bench.ingest_load import DEFAULT_CONNECTIONS, drive, free_port, wait_ready
 from runbook.ledger import open_ledger
 from runbook.ledger.schema import alerts as alerts_table
 from runbook.ledger.schema import incidents as incidents_table
@@ -40,6 +45,7 @@ from runbook.ledger.schema import incidents as incidents_table
 TOKEN = "bench-token"  # noqa: S105 - a throwaway token for a loopback-only benchmark
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 PACED_RATE = 2000
+MAX_CONNECTIONS = 1000  # the gateway holds one socket per connection: keep it under ulimit -n
 PACED_SECONDS = 3
 ALERTMANAGER = "/usr/bin/prometheus-alertmanager"
 AM_CONFIG = "route:\n  receiver: blackhole\nreceivers:\n  - name: blackhole\n"
@@ -130,7 +136,9 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _alertmanager_rate(alerts: int, groups: int, run: str, tmp: Path) -> float | None:
+def _alertmanager_rate(
+    alerts: int, groups: int, run: str, tmp: Path, connections: int
+) -> float | None:
     if shutil.which(ALERTMANAGER) is None:
         return None
     port = free_port()
@@ -144,14 +152,24 @@ def _alertmanager_rate(alerts: int, groups: int, run: str, tmp: Path) -> float |
     )  # fmt: skip
     try:
         wait_ready("127.0.0.1", port, "/-/ready")
-        result = drive("127.0.0.1", port, "/api/v2/alerts", _am_bodies(run, alerts, groups), {})
+        result = drive(
+            "127.0.0.1", port, "/api/v2/alerts", _am_bodies(run, alerts, groups), {},
+            connections=connections,
+        )  # fmt: skip
         return float(result["ok"]) / result["wall_s"]
     finally:
         proc.terminate()
         proc.wait(10)
 
 
-def main(alerts: int, groups: int, ledger: str, json_out: bool, vs_alertmanager: bool) -> int:
+def main(
+    alerts: int,
+    groups: int,
+    ledger: str,
+    json_out: bool,
+    vs_alertmanager: bool,
+    connections: int = DEFAULT_CONNECTIONS,
+) -> int:
     """Run the benchmark and print its figures.
 
     Args:
@@ -161,6 +179,8 @@ def main(alerts: int, groups: int, ledger: str, json_out: bool, vs_alertmanager:
             throwaway database on the local server).
         json_out: print one JSON object instead of text.
         vs_alertmanager: also send the same load to a local Alertmanager and report the ratio.
+        connections: concurrent keep-alive connections, one request in flight each (the same for
+            Alertmanager).
 
     Returns:
         0 when every alert was acknowledged and the ledger holds exactly one incident per group and
@@ -171,6 +191,9 @@ def main(alerts: int, groups: int, ledger: str, json_out: bool, vs_alertmanager:
         return 2
     if groups < 1 or alerts < groups:
         print("--alerts must be at least --groups, and --groups at least 1", file=sys.stderr)
+        return 2
+    if not 2 <= connections <= MAX_CONNECTIONS:
+        print(f"--connections must be within 2-{MAX_CONNECTIONS}", file=sys.stderr)
         return 2
     run = uuid.uuid4().hex[:8]
     tmp = Path(tempfile.mkdtemp(prefix="runbook-bench-"))
@@ -192,13 +215,14 @@ def main(alerts: int, groups: int, ledger: str, json_out: bool, vs_alertmanager:
         headers = {"Authorization": f"Bearer {TOKEN}"}
         cpu0 = _cpu_s(server.pid or 0)
         result = drive(
-            "127.0.0.1", port, "/hooks/generic", _bodies(run, 0, alerts, groups), headers
-        )
+            "127.0.0.1", port, "/hooks/generic", _bodies(run, 0, alerts, groups), headers,
+            connections=connections,
+        )  # fmt: skip
         gateway_cpu = _cpu_s(server.pid or 0) - cpu0
         paced_run = run + "p"
         paced = drive("127.0.0.1", port, "/hooks/generic",
                       _bodies(paced_run, 0, min(alerts, PACED_RATE * PACED_SECONDS), groups), headers,
-                      rate=PACED_RATE)  # fmt: skip
+                      rate=PACED_RATE, connections=connections)  # fmt: skip
         incidents, stored = _count(url, run)
         figures: dict[str, Any] = {
             "sent": alerts, "groups": groups, "acked": result["ok"], "errors": result["errors"],
@@ -219,7 +243,7 @@ def main(alerts: int, groups: int, ledger: str, json_out: bool, vs_alertmanager:
         if drop:
             _drop_pg(drop)
     if vs_alertmanager:
-        am_rate = _alertmanager_rate(alerts, groups, run, tmp)
+        am_rate = _alertmanager_rate(alerts, groups, run, tmp, connections)
         figures["alertmanager_alerts_per_s"] = round(am_rate) if am_rate else None
         figures["ratio"] = round(figures["alerts_per_s"] / am_rate, 3) if am_rate else None
     shutil.rmtree(tmp, ignore_errors=True)
@@ -242,5 +266,6 @@ if __name__ == "__main__":
     parser.add_argument("--ledger", default="sqlite")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--vs-alertmanager", action="store_true")
+    parser.add_argument("--connections", type=int, default=DEFAULT_CONNECTIONS)
     a = parser.parse_args()
-    sys.exit(main(a.alerts, a.groups, a.ledger, a.json, a.vs_alertmanager))
+    sys.exit(main(a.alerts, a.groups, a.ledger, a.json, a.vs_alertmanager, a.connections))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing as mp
+import queue
 import socket
 import time
 from multiprocessing.synchronize import Event
@@ -17,7 +18,7 @@ from typing import Any
 import httpx
 
 CLIENT_PROCS = 2
-CONNECTIONS_PER_PROC = 32
+DEFAULT_CONNECTIONS = 64
 
 
 def free_port() -> int:
@@ -51,9 +52,9 @@ def _request(host: str, port: int, path: str, body: bytes, headers: dict[str, st
 
 
 async def _client(
-    host: str, port: int, requests: list[bytes], rate: float | None, start: Event
+    host: str, port: int, requests: list[bytes], rate: float | None, start: Event, connections: int
 ) -> dict[str, Any]:
-    conns = [await asyncio.open_connection(host, port) for _ in range(CONNECTIONS_PER_PROC)]
+    conns = [await asyncio.open_connection(host, port) for _ in range(connections)]
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     next_index = 0
@@ -88,10 +89,11 @@ async def _client(
 
 
 def _child(
-    host: str, port: int, requests: list[bytes], rate: float | None, start: Event, out: Any
-) -> None:
+    host: str, port: int, requests: list[bytes], rate: float | None, start: Event, out: Any,
+    connections: int,
+) -> None:  # fmt: skip
     cpu = time.process_time()
-    result = asyncio.run(_client(host, port, requests, rate, start))
+    result = asyncio.run(_client(host, port, requests, rate, start, connections))
     result["cpu_s"] = time.process_time() - cpu
     out.put(result)
 
@@ -103,9 +105,27 @@ def _percentile(values: list[float], q: float) -> float:
     return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 2)
 
 
+def _collect(out: Any, procs: list[Any], timeout_s: float = 600) -> list[dict[str, Any]]:
+    """Every child's result; a child that died without one is an error, not a 10-minute wait."""
+    results: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout_s
+    while len(results) < len(procs):
+        try:
+            results.append(out.get(timeout=1))
+        except queue.Empty:
+            failed = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
+            if failed:
+                raise RuntimeError(f"a load-generator process exited with {failed[0]}") from None
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"the load generator gave no result in {timeout_s:.0f} s"
+                ) from None
+    return results
+
+
 def drive(
     host: str, port: int, path: str, bodies: list[bytes], headers: dict[str, str],
-    rate: float | None = None,
+    rate: float | None = None, connections: int = DEFAULT_CONNECTIONS,
 ) -> dict[str, Any]:  # fmt: skip
     """Send every body once as ``POST path`` from several processes; return throughput and latency.
 
@@ -116,6 +136,8 @@ def drive(
         bodies: one request body each.
         headers: extra headers (e.g. Authorization).
         rate: requests per second in all (None: as fast as the server answers).
+        connections: keep-alive connections in all, each with one request in flight (split
+            evenly over the processes).
 
     Returns:
         ``ok`` (2xx), ``errors``, ``statuses``, ``wall_s``, ``p50_ms``/``p95_ms``/``p99_ms``,
@@ -124,17 +146,22 @@ def drive(
     ctx = mp.get_context("fork")  # the children need nothing but the request bytes
     start = ctx.Event()
     out = ctx.Queue()
+    if connections < CLIENT_PROCS:
+        raise ValueError(f"connections must be at least {CLIENT_PROCS}, not {connections}")
     shares = [bodies[i::CLIENT_PROCS] for i in range(CLIENT_PROCS)]
+    per_proc = connections // CLIENT_PROCS
     procs = []
     for share in shares:
         requests = [_request(host, port, path, b, headers) for b in share]
         per_rate = rate / CLIENT_PROCS if rate else None
-        proc = ctx.Process(target=_child, args=(host, port, requests, per_rate, start, out))
+        proc = ctx.Process(
+            target=_child, args=(host, port, requests, per_rate, start, out, per_proc)
+        )
         proc.start()
         procs.append(proc)
     time.sleep(0.3)  # let every client connect before the clock starts
     start.set()
-    results = [out.get(timeout=600) for _ in procs]
+    results = _collect(out, procs)
     for proc in procs:
         proc.join(10)
     latencies = [lat for r in results for lat in r["latencies"]]
@@ -148,6 +175,6 @@ def drive(
         "ok": ok, "errors": sum(statuses.values()) - ok + len(bodies) - len(latencies),
         "statuses": statuses, "wall_s": wall, "p50_ms": _percentile(latencies, 0.50),
         "p95_ms": _percentile(latencies, 0.95), "p99_ms": _percentile(latencies, 0.99),
-        "connections": CLIENT_PROCS * CONNECTIONS_PER_PROC,
+        "connections": CLIENT_PROCS * per_proc,
         "client_cpu_s": sum(r["cpu_s"] for r in results),
     }  # fmt: skip

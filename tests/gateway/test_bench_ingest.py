@@ -21,7 +21,25 @@ def test_small_benchmark_reports_what_the_ledger_holds(capsys: pytest.CaptureFix
     assert figures["alerts_per_s"] > 0 and 0 <= figures["client_cpu_share"] < 1
 
 
+@pytest.mark.timeout(120)
+def test_connections_option_sets_the_concurrency(capsys: pytest.CaptureFixture[str]) -> None:
+    """--connections 8: the JSON reports a concurrency of 8, and the ledger still holds everything."""
+    code = main(
+        alerts=200, groups=5, ledger="sqlite", json_out=True, vs_alertmanager=False, connections=8
+    )
+    figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert code == 0
+    assert (figures["concurrency"], figures["incidents"], figures["stored"]) == (8, 5, 200)
+
+
 def test_bad_arguments_exit_2() -> None:
-    """An unknown ledger or fewer alerts than groups exits 2 without running."""
+    """An unknown ledger, fewer alerts than groups, or connections outside 2-1000 exits 2 without
+    running."""
     assert main(alerts=10, groups=5, ledger="mysql", json_out=True, vs_alertmanager=False) == 2
     assert main(alerts=3, groups=5, ledger="sqlite", json_out=True, vs_alertmanager=False) == 2
+    for connections in (1, 1001):
+        assert (
+            main(alerts=10, groups=5, ledger="sqlite", json_out=True, vs_alertmanager=False,
+                 connections=connections)
+            == 2
+        )  # fmt: skip
