@@ -218,7 +218,13 @@ async def _incident(folder: Path, base_url: str, token: str, waits: list[Interva
 
 
 def run(latency_s: float = 0.2) -> dict[str, Any]:
-    """Run the bad-deploy incident against the slowed sandbox; the figures per phase."""
+    """Run the bad-deploy incident against the slowed sandbox; the figures per phase.
+
+    The process is prepared as `runbook serve`'s forkserver prepares every served run
+    (``flows._preload``: lazy imports done, deferred pydantic models built), so a phase's figure is
+    the run's own cost, not this process's first imports.
+    """
+    import flows._preload  # noqa: F401 - imported for its side effect
     from flows.runtime import get_ledger
     from runbook.bench.latency import bench_home, private_prefect_api
     from runbook.sandbox.app import create_app

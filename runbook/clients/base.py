@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
+import ssl
 import time
 from collections.abc import Mapping
 from typing import Any, ClassVar, Self
@@ -67,6 +69,17 @@ def vendor_message(response: httpx.Response) -> str:
     return str(data)[:300]
 
 
+@functools.cache
+def shared_tls_context() -> ssl.SSLContext:
+    """One verifying TLS context per process, shared by every vendor client.
+
+    httpx builds a new context (loading the CA bundle) for each client it creates: 23 ms of CPU per
+    client here, and a phase creates several at once. The context is built as httpx builds its
+    default (certifi's bundle, or SSL_CERT_FILE / SSL_CERT_DIR), once, on first use.
+    """
+    return httpx.create_ssl_context()
+
+
 class BaseClient:
     """Base for every vendor client. Subclasses call ``self._request`` and parse the JSON.
 
@@ -102,6 +115,7 @@ class BaseClient:
             headers=dict(headers or {}),
             timeout=timeout,
             transport=transport,
+            verify=shared_tls_context(),
         )
 
     async def __aenter__(self) -> Self:
