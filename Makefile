@@ -39,6 +39,7 @@ bench: $(STAMP)
 	RUNBOOK_HOME=$${RUNBOOK_HOME:-$(CURDIR)/.runbook} $(BIN)/runbook bench mitigate-db --json > bench-results/mitigate-db.json || true
 	RUNBOOK_HOME=$${RUNBOOK_HOME:-$(CURDIR)/.runbook} $(BIN)/runbook bench latency --json > bench-results/latency.json || true
 	RUNBOOK_HOME=$${RUNBOOK_HOME:-$(CURDIR)/.runbook} $(BIN)/runbook bench overhead --json > bench-results/overhead.json || true
+	RUNBOOK_HOME=$${RUNBOOK_HOME:-$(CURDIR)/.runbook} $(BIN)/runbook bench scale --json > bench-results/scale.json || true
 	@ls -l bench-results
 
 # Re-lock after changing dependencies in pyproject.toml.

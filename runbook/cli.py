@@ -348,6 +348,25 @@ def bench_overhead(
     raise typer.Exit(bench_main(latency, as_json))
 
 
+@bench_app.command("scale")
+def bench_scale(
+    incidents: Annotated[int, typer.Option(help="Distinct incidents in the storm.")] = 100,
+    workers: Annotated[int, typer.Option(help="`prefect worker start` processes.")] = 2,
+    speed: Annotated[float, typer.Option(help="Clock compression of the incidents.")] = 100.0,
+    limit: Annotated[int, typer.Option(help="Concurrent flow runs per worker (--limit).")] = 5,
+    as_json: JsonOpt = False,
+) -> None:
+    """A storm of distinct incidents through the gateway to process workers on a `prefect server
+    start` on PostgreSQL: all resolved, no side effect twice, p95 time to mitigate vs one alone."""
+    from runbook.bench.scale import main as bench_main
+
+    if incidents < 1 or workers < 1 or limit < 1 or not 0 < speed <= 10000:
+        raise fail(
+            "--incidents, --workers and --limit must be at least 1, --speed in (0, 10000]", 2
+        )
+    raise typer.Exit(bench_main(incidents, workers, speed, limit, as_json))
+
+
 # --- drill ----------------------------------------------------------------------------------------
 
 

@@ -1,0 +1,713 @@
+"""Benchmark: a storm of distinct incidents on a real Prefect server on PostgreSQL with process workers.
+
+The layout is the production one, on one machine, everything fresh and private to the run:
+
+1. ``prefect server start`` (a subprocess, UI off) on a fresh PostgreSQL database;
+2. a ``process`` work pool and ``--workers`` separate ``prefect worker start --pool P --limit L``
+   processes; the ``incident-response/runbook`` deployment is registered on that pool (module
+   entrypoint, so a run imports the installed project wherever the worker runs it), and every flow
+   run is a subprocess of one of the workers;
+3. the ledger on another fresh PostgreSQL database, shared by the gateway (this process) and the
+   flow runs (``RUNBOOK_LEDGER_URL``; no password in it, trust auth);
+4. the alert gateway in this process (uvicorn in a thread) with a bearer token, and its outbox
+   dispatcher launching runs exactly as ``PrefectLauncher`` does (``arun_deployment(...,
+   timeout=0, idempotency_key="incident-<id>", as_subflow=False)``), plus the run's ``options``.
+
+**One world per incident.** A hundred DISTINCT incidents must each be mitigated and resolved, and
+one sandbox world with one bad deploy cannot give that: the first rollback heals it and every later
+incident's triage finds nothing to do. So each incident ``k`` has its own world (its own bad
+deploy, its own Vercel/GitHub/PagerDuty/Statuspage/Slack state and request log) and its own blocks
+named ``scale-<k>``. The worlds are NOT a hundred uvicorn servers: each is a plain ``World`` object,
+and ONE server (one thread, one port) routes ``/w<k>/...`` to world ``k``'s app. A hundred uvicorn
+threads would each wake ten times a second to check for shutdown and fight over the GIL with the
+gateway; a World costs a few kilobytes.
+
+**The alerts.** The bad deploy is injected in every world; each world's app metrics are scraped
+like the drill's alerting rules do (``runbook.drill.alerting``), and the firing rules become one
+Alertmanager notification per world with ``service="scale-<k>"``, so its ``groupKey`` (the dedup
+key) differs and each opens its own incident. The storm POSTs them all at once to
+``/hooks/alertmanager``. The gateway answers before its dispatcher launches, so the launcher does
+not rely on the answer: it reads the incident's service from the ledger and passes that world's
+``systems`` (``drill_systems("scale-<k>")``) and ``speed`` in the run's options. The policy is the
+drill's (approvals run on their own) with one change: no minimum interval between two rollbacks of
+the same Vercel project, because every world's project has the sandbox's one id, where a real storm
+of distinct incidents would roll back distinct projects (``bench_policy_text``).
+
+**What is checked.** Every incident resolved (its flow run final, ``resolved_at`` set). No side
+effect twice: per world, from its request log (2xx only), tickets created (GitHub ``POST
+.../issues``), PagerDuty trigger events, status-page incidents created, Vercel rollbacks and
+promotes; more than one of a kind in one world counts the extras. And in the ledger, no
+idempotency key with two ``done`` actions (the schema makes keys unique, so this guards the
+check itself). TTM per incident is ``runbook.timings``'s ``ttm_s`` (from detection, i.e. the
+gateway storing the alert, to ``mitigated_at``). The single-incident TTM is measured first, alone,
+on the same server, workers and gateway, then the storm runs.
+
+**Worker limit.** A process-worker run is a new Python process that imports Prefect and the flows:
+about 2 s of CPU on this machine before the incident's first step. Unlimited, two workers would
+start a hundred of them at once on 2 cores and every incident would wait minutes for its imports;
+``--limit`` (default 5 per worker, so 10 runs at once) keeps the machine busy while runs wait on
+the policy's compressed pauses, and queues the rest in Prefect, which is the honest picture of a
+storm larger than the fleet. The review deployment is not registered: the reminders it would run
+(+24 h at 100x is 14 min later) are not part of the storm.
+
+Usage: ``runbook bench scale [--incidents 100] [--workers 2] [--speed 100] [--limit 5] [--json]``
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import tomllib
+import uuid
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from runbook.bench.latency import ADMIN_DSN, bench_home, percentile
+
+TARGET_RATIO = 2.0
+DEFAULT_LIMIT = 5
+SERVICE_PREFIX = "scale-"
+INCIDENT_DEPLOYMENT = "incident-response/runbook"
+# (kind, vendor, methods, path regex, body regex) of each side effect that must happen once per incident
+SIDE_EFFECTS: tuple[tuple[str, str, str, str, str | None], ...] = (
+    ("ticket", "github", "POST", r"^/repos/[^/]+/[^/]+/issues$", None),
+    ("page", "pagerduty", "POST", r"/enqueue$", r'"event_action"\s*:\s*"trigger"'),
+    ("status_incident", "statuspage", "POST", r"/incidents$", None),
+    ("rollback", "vercel", "POST", r"/rollback/", None),
+    ("promote", "vercel", "POST", r"/promote/", None),
+)
+
+
+# --- pure parts -----------------------------------------------------------------------------------
+
+
+def side_effects(requests: Iterable[Mapping[str, Any]]) -> Counter[str]:
+    """Count the side effects in one world's request log (answered 2xx), by kind (``SIDE_EFFECTS``).
+
+    Args:
+        requests: recorded requests with ``vendor``, ``method``, ``path``, ``status`` and ``body``.
+    """
+    counts: Counter[str] = Counter()
+    for r in requests:
+        if not 200 <= int(r.get("status") or 0) < 300:
+            continue
+        for kind, vendor, method, path, body in SIDE_EFFECTS:
+            if r.get("vendor") != vendor or r.get("method") != method:
+                continue
+            if re.search(path, str(r.get("path", ""))) and (
+                body is None or re.search(body, str(r.get("body", "")))
+            ):
+                counts[kind] += 1
+    return counts
+
+
+def duplicate_side_effects(per_incident: Mapping[Any, Mapping[str, int]]) -> int:
+    """Side effects beyond the first of their kind, summed over every incident."""
+    return sum(max(0, n - 1) for counts in per_incident.values() for n in counts.values())
+
+
+def duplicate_action_keys(rows: Iterable[tuple[str, str]]) -> int:
+    """Ledger ``(idempotency_key, status)`` rows: the extra ``done`` rows of any one key."""
+    done = Counter(key for key, status in rows if status == "done")
+    return sum(n - 1 for n in done.values() if n > 1)
+
+
+def bench_policy_text(default_actions: dict[str, dict[str, Any]]) -> str:
+    """The drill's overlay (approvals run on their own) with no rollback interval per target.
+
+    The safety envelope allows one rollback per Vercel project per ``min_interval`` (30 min, 18 s at
+    100x). Every sandbox world has the same project id (``prj_sandbox``) where a real storm of
+    distinct incidents would have distinct projects, so the envelope would hold back every
+    rollback after the first as "the same project was just rolled back".
+    """
+    from runbook.drill.run import drill_policy_text
+
+    text = drill_policy_text(default_actions)
+    head = "[actions.rollback_deployment]\n"
+    note = "# bench scale: every world's project is prj_sandbox; a real storm has one per service\n"
+    if head in text:
+        return text.replace(head, note + head + "min_interval = 0\n", 1)
+    return text + note + head + "min_interval = 0\n"
+
+
+def world_index(service: str) -> int | None:
+    """World ``k`` of an incident whose service is ``scale-<k>``; None for any other service."""
+    m = re.fullmatch(re.escape(SERVICE_PREFIX) + r"(\d+)", service or "")
+    return int(m.group(1)) if m else None
+
+
+def ttm_figures(ttms: Sequence[float], single_ttm_s: float | None) -> dict[str, Any]:
+    """p50/p95/max of the storm's TTMs and the ratio p95 / single (None where not computable)."""
+    if not ttms:
+        return {"p50_ttm_s": None, "p95_ttm_s": None, "max_ttm_s": None, "ratio": None}
+    p95 = percentile(ttms, 95)
+    return {
+        "p50_ttm_s": round(percentile(ttms, 50), 3),
+        "p95_ttm_s": round(p95, 3),
+        "max_ttm_s": round(max(ttms), 3),
+        "ratio": round(p95 / single_ttm_s, 3) if single_ttm_s else None,
+    }
+
+
+def verdict(out: Mapping[str, Any]) -> list[str]:
+    """Why the run fails (empty: it passes): unresolved incidents, duplicates, ratio over target."""
+    why = []
+    if out.get("resolved") != out.get("incidents") or not out.get("single_resolved", True):
+        why.append(
+            f"{out.get('resolved')} of {out.get('incidents')} incidents resolved"
+            + ("" if out.get("single_resolved", True) else "; the single incident did not resolve")
+        )
+    if out.get("duplicate_side_effects") or out.get("duplicate_action_keys"):
+        why.append(
+            f"{out.get('duplicate_side_effects')} duplicate side effects, "
+            f"{out.get('duplicate_action_keys')} idempotency keys done twice"
+        )
+    ratio = out.get("ratio")
+    if ratio is None or ratio > out.get("target_ratio", TARGET_RATIO):
+        why.append(
+            f"p95 TTM {out.get('p95_ttm_s')} s is {ratio}x the single incident's "
+            f"{out.get('single_ttm_s')} s (target <= {out.get('target_ratio', TARGET_RATIO)}x)"
+        )
+    return why
+
+
+# --- the setup ------------------------------------------------------------------------------------
+
+
+class WorldRouter:
+    """One ASGI app serving many sandbox worlds: ``/w<k>/<vendor>/...`` goes to world ``k``."""
+
+    def __init__(self) -> None:
+        self.apps: dict[str, Any] = {}
+
+    def add(self, k: int, app: Any) -> str:
+        self.apps[f"w{k}"] = app
+        return f"/w{k}"
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            head, _, rest = scope["path"].lstrip("/").partition("/")
+            app = self.apps.get(head)
+            if app is not None:
+                scope = dict(scope, path="/" + rest, raw_path=("/" + rest).encode())
+                await app(scope, receive, send)
+                return
+            await send({"type": "http.response.start", "status": 404, "headers": []})
+            await send({"type": "http.response.body", "body": b"no such world"})
+
+
+@dataclass
+class Setup:
+    """Everything the bench started (stopped by ``teardown``, in reverse order)."""
+
+    folder: Path
+    speed: float
+    dbs: list[str] = field(default_factory=list)
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    servers: list[Any] = field(default_factory=list)
+    worlds: dict[int, Any] = field(default_factory=dict)
+    router: WorldRouter = field(default_factory=WorldRouter)
+    sandbox_url: str = ""
+    api_url: str = ""
+    ledger_url: str = ""
+    ledger: Any = None
+    token: str = field(default_factory=lambda: secrets.token_urlsafe(24), repr=False)
+
+    @property
+    def policy_path(self) -> Path:
+        return self.folder / "policy.toml"
+
+
+def _create_db(prefix: str) -> str:
+    import psycopg
+    from psycopg import sql
+
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    try:
+        with psycopg.connect(ADMIN_DSN, autocommit=True, connect_timeout=3) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    except psycopg.Error as exc:
+        raise RuntimeError(
+            "bench scale needs the PostgreSQL at 127.0.0.1:5432 (user postgres, trust auth) for "
+            f"the Prefect server and the ledger: {type(exc).__name__}"
+        ) from None
+    return name
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _env(setup: Setup, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "RUNBOOK_"))}
+    return env | {
+        "PREFECT_HOME": str(setup.folder / "prefect-home"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        "PYTHONUNBUFFERED": "1",
+        **({"PREFECT_API_URL": setup.api_url} if setup.api_url else {}),
+        **extra,
+    }
+
+
+def _spawn(setup: Setup, args: list[str], log: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    with (setup.folder / log).open("wb") as out:
+        proc = subprocess.Popen(  # noqa: S603 - our own interpreter's prefect, our arguments
+            [str(Path(sys.executable).parent / "prefect"), *args],
+            env=env,
+            cwd=setup.folder,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # its own process group: stopped with everything it started
+        )
+    setup.procs.append(proc)
+    return proc
+
+
+def _stop(proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pass
+    with contextlib.suppress(ProcessLookupError):  # and whatever is left of its group
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(10)
+
+
+def start_server(setup: Setup) -> None:
+    """``prefect server start`` on a fresh PostgreSQL database; returns once /api/health answers."""
+    import httpx
+
+    from runbook.bench.latency import _asyncpg_url
+
+    db = _create_db("runbook_scale_prefect")
+    setup.dbs.append(db)
+    port = _free_port()
+    env = _env(
+        setup,
+        PREFECT_SERVER_DATABASE_CONNECTION_URL=_asyncpg_url(ADMIN_DSN, db),
+        PREFECT_UI_ENABLED="false",
+        PREFECT_SERVER_LOGGING_LEVEL="WARNING",
+        PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED="false",  # no scheduled deployments here
+    )
+    proc = _spawn(setup, ["server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                  "server.log", env)  # fmt: skip
+    api = f"http://127.0.0.1:{port}/api"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"prefect server start exited ({setup.folder / 'server.log'})")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{api}/health", timeout=2).status_code == 200:
+                setup.api_url = api
+                return
+        time.sleep(0.3)
+    raise RuntimeError(f"prefect server start did not answer in 180 s ({setup.folder})")
+
+
+def start_workers(setup: Setup, workers: int, limit: int) -> str:
+    """The process pool, the incident deployment on it, and the workers; the pool's name."""
+    pool = f"scale-{uuid.uuid4().hex[:6]}"
+    env = _env(setup, PREFECT_CLI_PROMPT="false")
+    made = subprocess.run(  # noqa: S603
+        [str(Path(sys.executable).parent / "prefect"), "work-pool", "create", pool,
+         "--type", "process"],
+        env=env, cwd=setup.folder, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    if made.returncode != 0:
+        raise RuntimeError(f"prefect work-pool create failed: {made.stderr[-500:]}")
+    _deploy(pool)
+    worker_env = _env(
+        setup,
+        RUNBOOK_HOME=str(setup.folder),
+        RUNBOOK_LEDGER_URL=setup.ledger_url,
+        RUNBOOK_POLICY=str(setup.policy_path),
+        PREFECT_WORKER_QUERY_SECONDS="1",  # default 10 s: a storm's runs would wait for the poll
+        PREFECT_LOGGING_LEVEL="WARNING",
+    )
+    for i in range(workers):
+        _spawn(setup, ["worker", "start", "--pool", pool, "--limit", str(limit),
+                       "--name", f"{pool}-w{i}"], f"worker-{i}.log", worker_env)  # fmt: skip
+    asyncio.run(_wait_workers(setup, pool, workers))
+    return pool
+
+
+def _deploy(pool: str) -> None:
+    from prefect.deployments.runner import EntrypointType
+
+    from flows.incident import incident_response
+
+    dep = incident_response.to_deployment(  # type: ignore[call-arg]
+        name="runbook",
+        work_pool_name=pool,
+        entrypoint_type=EntrypointType.MODULE_PATH,
+        tags=["runbook", "incident", "bench-scale"],
+        _sync=True,
+    )
+    dep.apply(work_pool_name=pool, _sync=True)  # type: ignore[call-arg, union-attr]
+
+
+async def _wait_workers(setup: Setup, pool: str, count: int) -> None:
+    from prefect.client.orchestration import get_client
+
+    deadline = time.monotonic() + 120
+    async with get_client() as client:
+        while time.monotonic() < deadline:
+            if any(p.poll() is not None for p in setup.procs):
+                raise RuntimeError(f"a worker or the server exited; logs in {setup.folder}")
+            seen = await client.read_workers_for_work_pool(pool)
+            if sum(w.status.value == "ONLINE" for w in seen) >= count:
+                return
+            await asyncio.sleep(0.5)
+    raise RuntimeError(f"{count} workers did not come online within 120 s ({setup.folder})")
+
+
+class ScaleLauncher:
+    """The gateway's launcher: ``PrefectLauncher``'s call, plus the incident's world in the options."""
+
+    def __init__(self, setup: Setup) -> None:
+        self.setup = setup
+
+    def options(self, k: int) -> dict[str, Any]:
+        from flows.runtime import Options
+        from runbook.drill.world import drill_systems
+
+        return Options(
+            speed=self.setup.speed,
+            policy_path=str(self.setup.policy_path),
+            ledger_url=self.setup.ledger_url,
+            systems=drill_systems(f"{SERVICE_PREFIX}{k}", postgres=False),
+        ).model_dump(mode="json")
+
+    async def __call__(self, incident_id: int) -> None:
+        from prefect.client.orchestration import PrefectClient
+        from prefect.deployments.flow_runs import arun_deployment
+
+        inc = await asyncio.to_thread(self.setup.ledger.get_incident, incident_id)
+        k = world_index(inc.service)
+        if k is None:
+            raise ValueError(f"INC-{incident_id} has service {inc.service!r}, not a bench world")
+        async with PrefectClient(self.setup.api_url) as client:
+            await arun_deployment(
+                INCIDENT_DEPLOYMENT,
+                client=client,
+                parameters={"incident_id": incident_id, "options": self.options(k)},
+                timeout=0,
+                idempotency_key=f"incident-{incident_id}",
+                as_subflow=False,
+            )
+
+
+# --- worlds, alerts, the storm --------------------------------------------------------------------
+
+
+async def add_worlds(setup: Setup, ks: Sequence[int]) -> dict[int, dict[str, Any]]:
+    """A world per ``k`` with its blocks ``scale-<k>`` and the bad deploy; the alert each raises."""
+    from runbook.drill.world import drill_systems, new_credentials, save_sandbox_blocks
+    from runbook.sandbox.app import create_app
+    from runbook.sandbox.core import World
+    from runbook.sandbox.scenarios import apply_scenario
+
+    vendors = ("vercel", "supabase", "supabase-data", "slack", "pagerduty", "statuspage", "github")
+    gate = asyncio.Semaphore(8)
+
+    async def one(k: int) -> None:
+        creds = new_credentials()
+        world = World(
+            token=secrets.token_urlsafe(16), tokens={v: creds[v] for v in vendors}, seed=7
+        )
+        base = setup.sandbox_url + setup.router.add(k, create_app(world))
+        async with gate:
+            await save_sandbox_blocks(
+                base, creds, None, drill_systems(f"{SERVICE_PREFIX}{k}", postgres=False)
+            )
+        setup.worlds[k] = world
+
+    # the first save registers the block types: never two at once on a fresh server
+    new = [k for k in ks if k not in setup.worlds]
+    if new:
+        await one(new[0])
+    await asyncio.gather(*(one(k) for k in new[1:]))
+    for k in ks:
+        apply_scenario(setup.worlds[k], "bad-deploy")
+    bodies = await asyncio.gather(*(_alert(setup, k, gate) for k in ks))
+    return dict(zip(ks, bodies, strict=True))
+
+
+async def _alert(setup: Setup, k: int, gate: asyncio.Semaphore) -> dict[str, Any]:
+    """Watch world ``k``'s app as the drill's alerting rules do; the Alertmanager notification."""
+    from runbook.clients.app import AppClient
+    from runbook.clock import utcnow
+    from runbook.drill import alerting
+    from runbook.policy import load_policy
+
+    policy = load_policy(setup.policy_path)
+    base = f"{setup.sandbox_url}/w{k}/app"
+    started = utcnow()
+    async with gate, AppClient(f"{base}/api/health", f"{base}/metrics") as app:
+        for _ in range(20):
+            obs = await alerting.observe(app, policy, 1.0)
+            if obs.firing:
+                return alerting.alertmanager_notification(
+                    policy, obs, f"{SERVICE_PREFIX}{k}", started
+                )
+    raise RuntimeError(f"world {k}: no alerting rule fired within 20 s of the bad deploy")
+
+
+async def storm(setup: Setup, bodies: Mapping[int, dict[str, Any]]) -> dict[int, int]:
+    """POST every notification at once to the gateway; world k -> the incident it opened."""
+    import httpx
+
+    async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=200)) as http:
+
+        async def one(k: int) -> tuple[int, int]:
+            resp = await http.post(
+                f"{setup.servers[-1].url}/hooks/alertmanager",
+                json=bodies[k],
+                headers={"Authorization": f"Bearer {setup.token}"},
+            )
+            if resp.status_code != 202 or not resp.json().get("opened"):
+                raise RuntimeError(f"world {k}: the gateway answered {resp.status_code}")
+            return k, int(resp.json()["opened"][0])
+
+        return dict(await asyncio.gather(*(one(k) for k in bodies)))
+
+
+async def wait_final(incident_ids: Sequence[int], timeout_s: float) -> dict[int, Any]:
+    """Wait until every incident's flow run is final (or the timeout); incident id -> its run."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterIdempotencyKey
+
+    keys = {f"incident-{i}": i for i in incident_ids}
+    runs: dict[int, Any] = {}
+    deadline = time.monotonic() + timeout_s
+    async with get_client() as client:
+        while True:
+            found = await client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(
+                    idempotency_key=FlowRunFilterIdempotencyKey(any_=list(keys))
+                )
+            )
+            runs = {keys[r.idempotency_key]: r for r in found if r.idempotency_key in keys}
+            final = [r for r in runs.values() if r.state is not None and r.state.is_final()]
+            if len(final) == len(keys) or time.monotonic() > deadline:
+                return runs
+            await asyncio.sleep(2)
+
+
+def collect(setup: Setup, opened: Mapping[int, int], runs: Mapping[int, Any]) -> dict[str, Any]:
+    """Per incident: resolved, TTM, start delay, side effects; and the ledger's duplicate keys."""
+    from runbook.timings import incident_timings
+
+    ledger = setup.ledger
+    rows, effects, ttms, starts, resolved = [], {}, {}, [], 0
+    unresolved: list[dict[str, Any]] = []
+    for k, inc_id in opened.items():
+        inc = ledger.get_incident(inc_id)
+        timings = incident_timings(inc, ledger.timeline(inc_id), ledger.deadlines(inc_id))
+        resolved += inc.resolved_at is not None
+        if inc.resolved_at is None:
+            last = [f"{e.kind}: {e.message[:160]}" for e in ledger.timeline(inc_id)[-4:]]
+            unresolved.append({"incident": inc_id, "status": inc.status.value, "last": last})
+            (setup.folder / f"unresolved-INC-{inc_id}.txt").write_text(
+                "\n".join(
+                    f"{e.at.isoformat()} {e.phase or ''} {e.kind}: {e.message}"
+                    for e in ledger.timeline(inc_id)
+                )
+            )
+        if timings.ttm_s is not None:
+            ttms[inc_id] = timings.ttm_s
+        run = runs.get(inc_id)
+        if run is not None and run.start_time is not None:
+            starts.append((run.start_time - inc.detected_at).total_seconds())
+        rows += [(a.idempotency_key, a.status.value) for a in ledger.actions_for(inc_id)]
+        effects[inc_id] = side_effects(r.to_dict() for r in list(setup.worlds[k].requests))
+    states = Counter(
+        str(runs[i].state.name) if i in runs and runs[i].state else "no run"
+        for i in opened.values()
+    )
+    return {
+        "incidents": len(opened),
+        "resolved": resolved,
+        "ttms": ttms,
+        "start_delays": starts,
+        "run_states": dict(states),
+        "side_effects": {str(i): dict(c) for i, c in effects.items()},
+        "duplicate_side_effects": duplicate_side_effects(effects),
+        "duplicate_action_keys": duplicate_action_keys(rows),
+        "unresolved": unresolved[:10],
+    }
+
+
+async def cancel_unfinished(incident_ids: Iterable[int]) -> None:
+    """Cancel runs still going (a timed-out storm) so the workers end them before they stop."""
+    from prefect.states import Cancelling
+
+    runs = await wait_final(list(incident_ids), 0)
+    from prefect.client.orchestration import get_client
+
+    async with get_client() as client:
+        for run in runs.values():
+            if run.state is not None and not run.state.is_final():
+                with contextlib.suppress(Exception):
+                    await client.set_flow_run_state(run.id, Cancelling(), force=True)
+    await wait_final(list(incident_ids), 30)
+
+
+# --- the run --------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def running(folder: Path, speed: float, workers: int, limit: int) -> Iterator[Setup]:
+    """Start everything; on the way out (errors and Ctrl-C too) stop it all and drop the databases."""
+    import prefect.settings as ps
+    from pydantic import SecretStr
+
+    from runbook.bench.latency import _drop_pg_database
+    from runbook.gateway.app import create_app
+    from runbook.gateway.config import GatewayConfig
+    from runbook.ledger import open_ledger
+    from runbook.sandbox.server import serve_in_thread
+
+    setup = Setup(folder=folder, speed=speed)
+    default = resources.files("runbook").joinpath("default_policy.toml").read_text("utf-8")
+    setup.policy_path.write_text(bench_policy_text(tomllib.loads(default).get("actions", {})))
+    try:
+        db = _create_db("runbook_scale_ledger")
+        setup.dbs.append(db)
+        setup.ledger_url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{db}"
+        setup.ledger = open_ledger(setup.ledger_url)
+        start_server(setup)
+        with ps.temporary_settings(updates={ps.PREFECT_API_URL: setup.api_url}):
+            start_workers(setup, workers, limit)
+            setup.servers.append(serve_in_thread(setup.router))
+            setup.sandbox_url = setup.servers[-1].url
+            gateway = create_app(
+                setup.ledger,
+                GatewayConfig(token=SecretStr(setup.token)),
+                launcher=ScaleLauncher(setup),
+            )
+            setup.servers.append(serve_in_thread(gateway))
+            try:
+                yield setup
+            finally:
+                ids = setup.ledger.list_incidents(open_only=False)
+                with contextlib.suppress(Exception):
+                    asyncio.run(cancel_unfinished([i.id for i in ids]))
+    finally:
+        for server in reversed(setup.servers):
+            server.stop()
+        for proc in reversed(setup.procs):
+            _stop(proc)
+        if setup.ledger is not None:
+            setup.ledger.close()
+        for name in setup.dbs:
+            with contextlib.suppress(Exception):
+                _drop_pg_database(ADMIN_DSN, name)
+
+
+def run(incidents: int = 100, workers: int = 2, speed: float = 100.0,
+        limit: int = DEFAULT_LIMIT) -> dict[str, Any]:  # fmt: skip
+    """Set everything up, run one incident alone, then the storm; tear everything down.
+
+    Returns:
+        The figures (see ``main``).
+    """
+    folder = bench_home() / f"scale-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:4]}"
+    folder.mkdir()
+    t0 = time.monotonic()
+    with running(folder, speed, workers, limit) as setup:
+        ready_s = time.monotonic() - t0
+        single_bodies = asyncio.run(add_worlds(setup, [0]))
+        single_opened = asyncio.run(storm(setup, single_bodies))
+        single_runs = asyncio.run(wait_final(list(single_opened.values()), 600))
+        single = collect(setup, single_opened, single_runs)
+        bodies = asyncio.run(add_worlds(setup, range(1, incidents + 1)))
+        t_storm = time.monotonic()
+        opened = asyncio.run(storm(setup, bodies))
+        runs = asyncio.run(wait_final(list(opened.values()), 120 + 20 * incidents))
+        wall_s = time.monotonic() - t_storm
+        load = os.getloadavg()[0]
+        out = collect(setup, opened, runs)
+    single_ttm = next(iter(single["ttms"].values()), None)
+    out.update(ttm_figures(list(out.pop("ttms").values()), single_ttm))
+    starts = out.pop("start_delays")
+    out |= {
+        "single_ttm_s": round(single_ttm, 3) if single_ttm is not None else None,
+        "single_resolved": single["resolved"] == 1,
+        "single_duplicates": single["duplicate_side_effects"],
+        "p95_start_s": round(percentile(starts, 95), 3) if starts else None,
+        "server_db": "postgresql",
+        "workers": workers,
+        "limit_per_worker": limit,
+        "speed": speed,
+        "wall_s": round(wall_s, 1),
+        "setup_s": round(ready_s, 1),
+        "target_ratio": TARGET_RATIO,
+        "load_avg_1m": round(load, 2),
+        "cpus": os.cpu_count(),
+        "folder": str(folder),
+    }
+    out["duplicate_side_effects"] += single["duplicate_side_effects"]
+    out["duplicate_action_keys"] += single["duplicate_action_keys"]
+    return out
+
+
+def main(incidents: int = 100, workers: int = 2, speed: float = 100.0,
+         limit: int = DEFAULT_LIMIT, json_out: bool = False) -> int:  # fmt: skip
+    """Run the benchmark once and print its figures.
+
+    Args:
+        incidents: distinct incidents in the storm.
+        workers: ``prefect worker start`` processes on the pool.
+        speed: the incidents' clock compression (``Options.speed``).
+        limit: concurrent flow runs per worker (``--limit``).
+        json_out: print one JSON object (``incidents``, ``resolved``, ``duplicate_side_effects``,
+            ``p95_ttm_s``, ``single_ttm_s``, ``server_db``, ``ratio`` ...).
+
+    Returns:
+        0 when every incident resolved, no side effect happened twice and p95 TTM is within 2x
+        the single incident's; 1 otherwise (the reasons are printed).
+    """
+    try:
+        out = run(incidents, workers, speed, limit)
+    except RuntimeError as exc:  # a setup step failed; everything started is stopped by now
+        print(f"bench scale: {exc}", file=sys.stderr)
+        return 1
+    why = verdict(out)
+    out["ok"] = not why
+    out["why"] = why
+    (Path(out["folder"]) / "result.json").write_text(json.dumps(out, indent=1))
+    if json_out:
+        print(json.dumps(out))
+    else:
+        print(
+            f"{out['resolved']}/{out['incidents']} resolved on {workers} workers (limit {limit} "
+            f"each) in {out['wall_s']} s; TTM p50 {out['p50_ttm_s']} s, p95 {out['p95_ttm_s']} s, "
+            f"single {out['single_ttm_s']} s: ratio {out['ratio']} (target <= {TARGET_RATIO}); "
+            f"duplicate side effects {out['duplicate_side_effects']}; load {out['load_avg_1m']} "
+            f"on {out['cpus']} CPUs\n  folder: {out['folder']}"
+        )
+    for reason in why:
+        print(f"not ok: {reason}", file=sys.stderr)
+    return 0 if out["ok"] else 1

@@ -1,0 +1,154 @@
+"""`runbook bench scale`: the pure parts (side effects from request logs, duplicates, TTM figures,
+the verdict, the bench policy) on hand-made data, and one small real run (3 incidents, 2 workers) on a
+`prefect server start` over PostgreSQL. No timing assertions."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tomllib
+from importlib import resources
+from pathlib import Path
+
+import pytest
+
+from runbook.bench.scale import (
+    bench_policy_text,
+    duplicate_action_keys,
+    duplicate_side_effects,
+    side_effects,
+    ttm_figures,
+    verdict,
+    world_index,
+)
+from runbook.policy import load_policy
+from tests.conftest import PG_HOST, PG_PORT, PG_USER, _pg_connect, require_service
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _req(
+    vendor: str, method: str, path: str, status: int = 200, body: str = ""
+) -> dict[str, object]:
+    return {"vendor": vendor, "method": method, "path": path, "status": status, "body": body}
+
+
+def test_side_effects_counts_each_kind_from_2xx_requests_only() -> None:
+    """A ticket create, a PagerDuty trigger, a status-page incident and a rollback count once each;
+    comments, PagerDuty resolves, reads, updates and non-2xx answers are not side effects."""
+    log = [
+        _req("github", "POST", "/repos/acme/web/issues", 201),
+        _req("github", "POST", "/repos/acme/web/issues/1/comments", 201),
+        _req("github", "POST", "/repos/acme/web/issues", 503),  # refused: nothing was created
+        _req("pagerduty", "POST", "/v2/enqueue", 202, '{"event_action": "trigger"}'),
+        _req("pagerduty", "POST", "/v2/enqueue", 202, '{"event_action": "resolve"}'),
+        _req("statuspage", "POST", "/v1/pages/sbxpage/incidents", 201),
+        _req("statuspage", "PATCH", "/v1/pages/sbxpage/incidents/abc", 200),
+        _req("vercel", "GET", "/v6/deployments", 200),
+        _req("vercel", "POST", "/v1/projects/prj_sandbox/rollback/dpl_good", 201),
+    ]
+    assert side_effects(log) == {"ticket": 1, "page": 1, "status_incident": 1, "rollback": 1}
+
+
+def test_duplicates_are_the_extras_of_a_kind_per_incident_summed() -> None:
+    """Two tickets for one incident and three rollbacks for another are 1 + 2 duplicates; one of
+    each kind per incident is none."""
+    per_incident = {
+        1: {"ticket": 2, "page": 1},
+        2: {"rollback": 3, "status_incident": 1},
+        3: {"ticket": 1, "page": 1, "rollback": 1},
+    }
+    assert duplicate_side_effects(per_incident) == 3
+    assert duplicate_side_effects({}) == 0
+
+
+def test_duplicate_action_keys_counts_keys_done_more_than_once() -> None:
+    """Ledger rows: a key done twice is one duplicate; a key planned then done, or failed and done
+    under different rows, is not."""
+    rows = [
+        ("INC-1:rollback", "done"),
+        ("INC-1:rollback", "done"),
+        ("INC-2:rollback", "planned"),
+        ("INC-2:rollback", "done"),
+        ("INC-3:page", "failed"),
+        ("INC-3:page", "done"),
+    ]
+    assert duplicate_action_keys(rows) == 1
+
+
+def test_world_index_reads_the_bench_service_only() -> None:
+    """`scale-12` is world 12; any other service is not a bench world."""
+    assert world_index("scale-12") == 12
+    assert world_index("web") is None
+    assert world_index("scale-x") is None
+
+
+def test_ttm_figures_give_percentiles_and_the_ratio_to_the_single_incident() -> None:
+    """p50/p95 interpolate over the storm's TTMs; the ratio is p95 over the single TTM; no TTMs or
+    no single TTM give None, not an error."""
+    out = ttm_figures([10.0, 20.0, 30.0, 40.0], 10.0)
+    assert out["p50_ttm_s"] == pytest.approx(25.0)
+    assert out["p95_ttm_s"] == pytest.approx(38.5)
+    assert out["ratio"] == pytest.approx(3.85)
+    assert ttm_figures([], 5.0)["p95_ttm_s"] is None
+    assert ttm_figures([1.0], None)["ratio"] is None
+
+
+def test_verdict_passes_only_all_resolved_no_duplicates_within_ratio() -> None:
+    """ok needs every incident resolved, no duplicate, and ratio <= 2; each failure is named."""
+    good = {
+        "incidents": 10,
+        "resolved": 10,
+        "single_resolved": True,
+        "duplicate_side_effects": 0,
+        "duplicate_action_keys": 0,
+        "ratio": 1.9,
+        "target_ratio": 2.0,
+    }
+    assert verdict(good) == []
+    assert "9 of 10" in verdict(good | {"resolved": 9})[0]
+    assert "duplicate" in verdict(good | {"duplicate_side_effects": 2})[0]
+    assert "target <= 2.0x" in verdict(good | {"ratio": 2.5})[0]
+    assert verdict(good | {"ratio": None})  # no figure is no pass
+
+
+def test_bench_policy_keeps_the_drill_overlay_and_drops_the_rollback_interval(tmp_path) -> None:
+    """The bench's policy parses; approvals of the default policy run automatically as in a drill,
+    "never" stays never, and rollbacks have no minimum interval per target."""
+    default = resources.files("runbook").joinpath("default_policy.toml").read_text("utf-8")
+    actions = tomllib.loads(default)["actions"]
+    path = tmp_path / "policy.toml"
+    path.write_text(bench_policy_text(actions))
+    policy = load_policy(path)
+    rollback = policy.actions["rollback_deployment"]
+    assert rollback.min_interval.total_seconds() == 0
+    assert rollback.P2 == "auto" and rollback.P3 == "never"
+    assert policy.actions["terminate_backends"].min_interval.total_seconds() > 0
+
+
+@pytest.mark.postgres
+@pytest.mark.timeout(300)
+def test_small_storm_on_a_real_server_and_two_workers(tmp_path) -> None:
+    """`runbook bench scale --incidents 3 --workers 2 --json`: a real `prefect server start` on
+    PostgreSQL, two process workers, the gateway; all 3 incidents resolve and no side effect
+    happens twice (the timing ratio is not asserted)."""
+    try:
+        with _pg_connect() as conn:
+            conn.execute("SELECT 1")
+    except Exception as exc:  # noqa: BLE001 - any failure means "not available"
+        require_service("PostgreSQL", f"{PG_HOST}:{PG_PORT} as {PG_USER}: {exc}")
+    env = dict(os.environ, RUNBOOK_HOME=str(tmp_path))
+    done = subprocess.run(
+        [sys.executable, "-m", "runbook.cli", "bench", "scale", "--incidents", "3",
+         "--workers", "2", "--json"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=280,
+    )  # fmt: skip
+    assert done.stdout.strip(), done.stderr[-3000:]
+    out = json.loads(done.stdout)
+    assert out["server_db"] == "postgresql"
+    assert out["incidents"] == 3 and out["resolved"] == 3, out
+    assert out["single_resolved"], out
+    assert out["duplicate_side_effects"] == 0 and out["duplicate_action_keys"] == 0, out
+    assert out["workers"] == 2
