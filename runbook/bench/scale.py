@@ -280,18 +280,20 @@ def _spawn(setup: Setup, args: list[str], log: str, env: dict[str, str]) -> subp
     return proc
 
 
-def _stop(proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            pass
-    with contextlib.suppress(ProcessLookupError):  # and whatever is left of its group
-        os.killpg(proc.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(10)
+def _stop_all(procs: Sequence[subprocess.Popen[bytes]], timeout: float = 15) -> None:
+    """SIGTERM each process group, wait for all within one timeout, SIGKILL what is left."""
+    for proc in procs:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for proc in procs:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(max(0.1, deadline - time.monotonic()))
+        with contextlib.suppress(ProcessLookupError):  # and whatever is left of its group
+            os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(10)
 
 
 def start_server(setup: Setup) -> None:
@@ -520,7 +522,8 @@ def collect(setup: Setup, opened: Mapping[int, int], runs: Mapping[int, Any]) ->
     from runbook.timings import incident_timings
 
     ledger = setup.ledger
-    rows, effects, ttms, starts, resolved = [], {}, {}, [], 0
+    rows, effects, ttms, resolved = [], {}, {}, 0
+    stages: dict[str, list[float]] = {"created": [], "running": []}
     unresolved: list[dict[str, Any]] = []
     for k, inc_id in opened.items():
         inc = ledger.get_incident(inc_id)
@@ -538,8 +541,10 @@ def collect(setup: Setup, opened: Mapping[int, int], runs: Mapping[int, Any]) ->
         if timings.ttm_s is not None:
             ttms[inc_id] = timings.ttm_s
         run = runs.get(inc_id)
-        if run is not None and run.start_time is not None:
-            starts.append((run.start_time - inc.detected_at).total_seconds())
+        if run is not None:  # where the time before the first step goes: launch, then start
+            stages["created"].append((run.created - inc.detected_at).total_seconds())
+            if run.start_time is not None:
+                stages["running"].append((run.start_time - inc.detected_at).total_seconds())
         rows += [(a.idempotency_key, a.status.value) for a in ledger.actions_for(inc_id)]
         effects[inc_id] = side_effects(r.to_dict() for r in list(setup.worlds[k].requests))
     states = Counter(
@@ -550,7 +555,7 @@ def collect(setup: Setup, opened: Mapping[int, int], runs: Mapping[int, Any]) ->
         "incidents": len(opened),
         "resolved": resolved,
         "ttms": ttms,
-        "start_delays": starts,
+        "stages": stages,
         "run_states": dict(states),
         "side_effects": {str(i): dict(c) for i, c in effects.items()},
         "duplicate_side_effects": duplicate_side_effects(effects),
@@ -617,8 +622,8 @@ def running(folder: Path, speed: float, workers: int, limit: int) -> Iterator[Se
     finally:
         for server in reversed(setup.servers):
             server.stop()
-        for proc in reversed(setup.procs):
-            _stop(proc)
+        _stop_all(setup.procs[1:])  # the workers, then the server (started first)
+        _stop_all(setup.procs[:1])
         if setup.ledger is not None:
             setup.ledger.close()
         for name in setup.dbs:
@@ -651,12 +656,14 @@ def run(incidents: int = 100, workers: int = 2, speed: float = 100.0,
         out = collect(setup, opened, runs)
     single_ttm = next(iter(single["ttms"].values()), None)
     out.update(ttm_figures(list(out.pop("ttms").values()), single_ttm))
-    starts = out.pop("start_delays")
+    stages = out.pop("stages")
     out |= {
         "single_ttm_s": round(single_ttm, 3) if single_ttm is not None else None,
         "single_resolved": single["resolved"] == 1,
         "single_duplicates": single["duplicate_side_effects"],
-        "p95_start_s": round(percentile(starts, 95), 3) if starts else None,
+        # seconds from detection (the gateway storing the alert) to the run created / running
+        "p95_run_created_s": _p95(stages["created"]),
+        "p95_run_running_s": _p95(stages["running"]),
         "server_db": "postgresql",
         "workers": workers,
         "limit_per_worker": limit,
@@ -671,6 +678,10 @@ def run(incidents: int = 100, workers: int = 2, speed: float = 100.0,
     out["duplicate_side_effects"] += single["duplicate_side_effects"]
     out["duplicate_action_keys"] += single["duplicate_action_keys"]
     return out
+
+
+def _p95(values: Sequence[float]) -> float | None:
+    return round(percentile(values, 95), 3) if values else None
 
 
 def main(incidents: int = 100, workers: int = 2, speed: float = 100.0,
