@@ -505,12 +505,14 @@ async def wait_final(incident_ids: Sequence[int], timeout_s: float) -> dict[int,
     deadline = time.monotonic() + timeout_s
     async with get_client() as client:
         while True:
-            found = await client.read_flow_runs(
-                flow_run_filter=FlowRunFilter(
-                    idempotency_key=FlowRunFilterIdempotencyKey(any_=list(keys))
+            names = list(keys)
+            for at in range(0, len(names), 100):  # the API answers at most 200 runs a page
+                found = await client.read_flow_runs(
+                    flow_run_filter=FlowRunFilter(
+                        idempotency_key=FlowRunFilterIdempotencyKey(any_=names[at : at + 100])
+                    )
                 )
-            )
-            runs = {keys[r.idempotency_key]: r for r in found if r.idempotency_key in keys}
+                runs |= {keys[r.idempotency_key]: r for r in found if r.idempotency_key in keys}
             final = [r for r in runs.values() if r.state is not None and r.state.is_final()]
             if len(final) == len(keys) or time.monotonic() > deadline:
                 return runs
