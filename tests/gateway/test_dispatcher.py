@@ -6,6 +6,7 @@ import asyncio
 import socket
 
 import httpx
+import pytest
 
 from runbook.clock import ManualClock
 from runbook.gateway import GatewayConfig, create_app
@@ -46,6 +47,43 @@ async def test_failed_launch_is_retried_with_backoff_then_done(
     assert await dispatcher.drain_once() == 0
     assert attempts == [incident] * 3 and ledger.outbox_stats()["pending"] == 0
     await dispatcher.stop()
+
+
+async def test_launches_overlap_up_to_the_concurrency_and_each_happens_once(
+    ledger: Ledger,
+) -> None:
+    """Six opened incidents with concurrency 3: at most 3 launches are in flight at once (and 3
+    indeed are), each incident is launched exactly once, and the outbox is empty after; one that
+    fails is retried later without holding the others."""
+    running = most = 0
+    launched: list[int] = []
+    failed_once: set[int] = set()
+
+    async def launcher(incident_id: int) -> None:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        await asyncio.sleep(0.02)
+        running -= 1
+        if incident_id == incidents[0] and incident_id not in failed_once:
+            failed_once.add(incident_id)
+            raise ConnectionError("prefect hiccup")
+        launched.append(incident_id)
+
+    incidents = [_open(ledger, f"c{i}") for i in range(6)]
+    dispatcher = Dispatcher(ledger, launcher, concurrency=3, backoff_s=0.0)
+    assert await dispatcher.drain_once() == 5
+    assert await dispatcher.drain_once() == 1
+    assert most == 3
+    assert sorted(launched) == sorted(incidents)
+    assert ledger.outbox_stats()["pending"] == 0
+    await dispatcher.stop()
+
+
+def test_concurrency_must_be_positive(ledger: Ledger) -> None:
+    """Zero launches in flight is refused with the reason."""
+    with pytest.raises(ValueError, match="at least 1"):
+        Dispatcher(ledger, concurrency=0)
 
 
 def test_backoff_doubles_and_is_capped(ledger: Ledger) -> None:
