@@ -135,12 +135,12 @@ def private_prefect_api(folder: Path, admin_dsn: str | None = ADMIN_DSN) -> Iter
             _drop_pg_database(admin_dsn, pg_db)
 
 
-def _create_pg_database(admin_dsn: str) -> str | None:
-    """A fresh database for the private Prefect server, or None when PostgreSQL does not answer."""
+def _create_pg_database(admin_dsn: str, prefix: str = "runbook_bench_prefect") -> str | None:
+    """A fresh database named ``<prefix>_<random>``, or None when PostgreSQL does not answer."""
     import psycopg
     from psycopg import sql
 
-    name = f"runbook_bench_prefect_{uuid.uuid4().hex[:8]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
     try:
         with psycopg.connect(admin_dsn, autocommit=True, connect_timeout=3) as conn:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))

@@ -62,7 +62,6 @@ import os
 import re
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -75,12 +74,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from runbook.bench.ingest_load import free_port
 from runbook.bench.latency import ADMIN_DSN, bench_home, percentile
+from runbook.gateway.dispatcher import PrefectLauncher
 
 TARGET_RATIO = 2.0
 DEFAULT_LIMIT = 5
 SERVICE_PREFIX = "scale-"
-INCIDENT_DEPLOYMENT = "incident-response/runbook"
 # (kind, vendor, methods, path regex, body regex) of each side effect that must happen once per incident
 SIDE_EFFECTS: tuple[tuple[str, str, str, str, str | None], ...] = (
     ("ticket", "github", "POST", r"^/repos/[^/]+/[^/]+/issues$", None),
@@ -232,25 +232,15 @@ class Setup:
 
 
 def _create_db(prefix: str) -> str:
-    import psycopg
-    from psycopg import sql
+    from runbook.bench.latency import _create_pg_database
 
-    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
-    try:
-        with psycopg.connect(ADMIN_DSN, autocommit=True, connect_timeout=3) as conn:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    except psycopg.Error as exc:
+    name = _create_pg_database(ADMIN_DSN, prefix)
+    if name is None:
         raise RuntimeError(
             "bench scale needs the PostgreSQL at 127.0.0.1:5432 (user postgres, trust auth) for "
-            f"the Prefect server and the ledger: {type(exc).__name__}"
-        ) from None
+            "the Prefect server and the ledger"
+        )
     return name
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _env(setup: Setup, **extra: str) -> dict[str, str]:
@@ -304,7 +294,7 @@ def start_server(setup: Setup) -> None:
 
     db = _create_db("runbook_scale_prefect")
     setup.dbs.append(db)
-    port = _free_port()
+    port = free_port()
     env = _env(
         setup,
         PREFECT_SERVER_DATABASE_CONNECTION_URL=_asyncpg_url(ADMIN_DSN, db),
@@ -384,10 +374,11 @@ async def _wait_workers(setup: Setup, pool: str, count: int) -> None:
     raise RuntimeError(f"{count} workers did not come online within 120 s ({setup.folder})")
 
 
-class ScaleLauncher:
-    """The gateway's launcher: ``PrefectLauncher``'s call, plus the incident's world in the options."""
+class ScaleLauncher(PrefectLauncher):
+    """The gateway's launcher: ``PrefectLauncher``'s, with the incident's world in the options."""
 
     def __init__(self, setup: Setup) -> None:
+        super().__init__(setup.api_url)
         self.setup = setup
 
     def options(self, k: int) -> dict[str, Any]:
@@ -401,23 +392,12 @@ class ScaleLauncher:
             systems=drill_systems(f"{SERVICE_PREFIX}{k}", postgres=False),
         ).model_dump(mode="json")
 
-    async def __call__(self, incident_id: int) -> None:
-        from prefect.client.orchestration import PrefectClient
-        from prefect.deployments.flow_runs import arun_deployment
-
+    async def parameters(self, incident_id: int) -> dict[str, Any]:
         inc = await asyncio.to_thread(self.setup.ledger.get_incident, incident_id)
         k = world_index(inc.service)
         if k is None:
             raise ValueError(f"INC-{incident_id} has service {inc.service!r}, not a bench world")
-        async with PrefectClient(self.setup.api_url) as client:
-            await arun_deployment(
-                INCIDENT_DEPLOYMENT,
-                client=client,
-                parameters={"incident_id": incident_id, "options": self.options(k)},
-                timeout=0,
-                idempotency_key=f"incident-{incident_id}",
-                as_subflow=False,
-            )
+        return {"incident_id": incident_id, "options": self.options(k)}
 
 
 # --- worlds, alerts, the storm --------------------------------------------------------------------

@@ -14,7 +14,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from runbook.errors import LedgerError
 from runbook.ledger import LAUNCH_INCIDENT, Ledger, OutboxItem
@@ -38,6 +38,10 @@ class PrefectLauncher:
         self.api_url = api_url
         self.deployment = deployment
 
+    async def parameters(self, incident_id: int) -> dict[str, Any]:
+        """The flow run's parameters: the incident id (the deployment's defaults do the rest)."""
+        return {"incident_id": incident_id}
+
     async def __call__(self, incident_id: int) -> None:
         """Create the flow run for ``incident_id`` (one per incident, by its idempotency key).
 
@@ -47,12 +51,13 @@ class PrefectLauncher:
         from prefect.client.orchestration import PrefectClient, get_client
         from prefect.deployments.flow_runs import arun_deployment
 
+        parameters = await self.parameters(incident_id)
         client = PrefectClient(self.api_url) if self.api_url else get_client()
         async with client:
             await arun_deployment(
                 self.deployment,
                 client=client,
-                parameters={"incident_id": incident_id},
+                parameters=parameters,
                 timeout=0,
                 idempotency_key=f"incident-{incident_id}",
                 as_subflow=False,
