@@ -35,7 +35,8 @@ demo: $(STAMP)
 # bench that misses its target exits 1; the others run anyway (read the JSON files).
 bench: $(STAMP)
 	@mkdir -p bench-results
-	RUNBOOK_HOME=$${RUNBOOK_HOME:-$(CURDIR)/.runbook} $(BIN)/runbook bench ingest --json > bench-results/ingest.json || true
+	RUNBOOK_HOME=$${RUNBOOK_HOME:-$(CURDIR)/.runbook} $(BIN)/runbook bench ingest --vs-alertmanager --json > bench-results/ingest.json || true
+	RUNBOOK_HOME=$${RUNBOOK_HOME:-$(CURDIR)/.runbook} $(BIN)/runbook bench ingest --ledger postgres --vs-alertmanager --json > bench-results/ingest-postgres.json || true
 	RUNBOOK_HOME=$${RUNBOOK_HOME:-$(CURDIR)/.runbook} $(BIN)/runbook bench mitigate-db --json > bench-results/mitigate-db.json || true
 	RUNBOOK_HOME=$${RUNBOOK_HOME:-$(CURDIR)/.runbook} $(BIN)/runbook bench latency --json > bench-results/latency.json || true
 	RUNBOOK_HOME=$${RUNBOOK_HOME:-$(CURDIR)/.runbook} $(BIN)/runbook bench overhead --json > bench-results/overhead.json || true

@@ -150,3 +150,20 @@ def test_report_formats_count_the_ledger(ledger_url) -> None:
     assert table.exit_code == 0 and "2 incident(s), 2 open" in table.output
     bad = runner.invoke(app, ["report", "--since", "lately", "--ledger", ledger_url])
     assert bad.exit_code == 2 and "not a duration" in bad.output and "1d" in bad.output
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["bench", "scale", "--incidents", "0"], "--incidents"),
+        (["bench", "scale", "--workers", "0"], "--workers"),
+        (["bench", "scale", "--speed", "0"], "--speed"),
+        (["bench", "ingest", "--connections", "1"], "--connections"),
+    ],
+)
+def test_bench_bad_numbers_exit_2_naming_the_option(args: list[str], named: str) -> None:
+    """A bench given an impossible count exits 2 with a message naming the option, before it
+    starts a server, a worker or a load generator."""
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    assert named in result.output
