@@ -296,7 +296,7 @@ def bench_ingest(
     as_json: JsonOpt = False,
     connections: Annotated[
         int, typer.Option(help="Concurrent connections, one request in flight each (2-1000).")
-    ] = 64,
+    ] = 128,  # ingest_load.DEFAULT_CONNECTIONS (not imported: the CLI loads bench code lazily)
 ) -> None:
     """Drive the gateway over HTTP; throughput, ack latency, incidents and alerts counted in the ledger."""
     from runbook.bench.ingest import main as bench_main

@@ -13,13 +13,13 @@ A second, paced phase sends ``PACED_RATE`` alerts/s for a few seconds and report
 latency target is stated at that rate). With ``vs_alertmanager`` the same alerts also go to a
 local Alertmanager's ``POST /api/v2/alerts`` in the same run, one alert per request as well.
 
-Concurrency (``--connections``, default 64) bounds a closed loop's rate by Little's law: rate =
+Concurrency (``--connections``, default 128) bounds a closed loop's rate by Little's law: rate =
 connections / ack latency. The group commit turns more requests in flight into bigger batches, so a
 ledger whose commit is round-trip bound (PostgreSQL) needs more of them to reach its capacity than
 one bound by the gateway's CPU (SQLite); the JSON's ``concurrency`` says which was used.
 
 Usage: ``runbook bench ingest [--alerts 50000] [--groups 500] [--ledger sqlite|postgres] [--json]
-[--vs-alertmanager] [--connections 64]``
+[--vs-alertmanager] [--connections 128]``
 """
 
 from __future__ import annotations
@@ -56,12 +56,13 @@ def _serve_gateway(url: str, sock: socket.socket) -> None:
     import uvicorn
 
     from runbook.gateway import GatewayConfig, create_app
-    from runbook.gateway.server import uvicorn_config
+    from runbook.gateway.server import tune_gc, uvicorn_config
 
     with open_ledger(url) as ledger:
         config = GatewayConfig.from_env({"RUNBOOK_GATEWAY_TOKEN": TOKEN})
         app = create_app(ledger, config, launcher=None)
         server = uvicorn.Server(uvicorn_config(app))
+        tune_gc()
         server.run(sockets=[sock])
 
 

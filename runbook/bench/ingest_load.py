@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 
 CLIENT_PROCS = 2
-DEFAULT_CONNECTIONS = 64
+DEFAULT_CONNECTIONS = 128
 
 
 def free_port() -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
 import ssl
 import sys
@@ -35,6 +36,25 @@ def uvicorn_config(app: Any, **options: Any) -> uvicorn.Config:
         app, http="httptools", loop="uvloop", log_level="warning", access_log=False,
         proxy_headers=False, server_header=False, **options,
     )  # fmt: skip
+
+
+# young-generation collections every this many allocations (Python's default: 700)
+GC_YOUNG_THRESHOLD = 10_000
+
+
+def tune_gc() -> None:
+    """Keep the garbage collector's pauses out of the ack latency; call once, just before serving.
+
+    Full collections walked every object the imports and the app had made (tens of thousands) and
+    stopped the event loop for tens of milliseconds: the ingest benchmark's p99 went from ~25 ms
+    to ~65 ms. ``gc.freeze`` moves what exists at start out of the collector's sight (it lives as
+    long as the process anyway), and a higher young threshold collects less often; what requests
+    allocate is still collected.
+    """
+    gc.collect()
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
 
 
 def tls_options(cert: Path | None, key: Path | None) -> dict[str, str]:
@@ -119,4 +139,6 @@ def run(
         )
         app = create_app(ledger, config, launcher=prefect_launch if prefect else None)
         log.info("listening on %s://%s:%s", "https" if tls else "http", host, port)
-        uvicorn.Server(uvicorn_config(app, host=host, port=port, **tls)).run()
+        server = uvicorn.Server(uvicorn_config(app, host=host, port=port, **tls))
+        tune_gc()
+        server.run()

@@ -2,8 +2,10 @@
 
 Inside the caller's one transaction:
 
-1. one INSERT of the batch's alerts ``ON CONFLICT (source, delivery_id) DO NOTHING RETURNING``: a
-   redelivery (or a second copy inside the batch) is a duplicate and changes nothing;
+1. the batch's alerts are stored, skipping each ``(source, delivery_id)`` already stored: a
+   redelivery (or a second copy inside the batch) is a duplicate and changes nothing. SQLite
+   inserts them here (``ON CONFLICT DO NOTHING RETURNING``); PostgreSQL only looks the pairs up
+   and reserves ids, and inserts the new alerts already linked in step 4;
 2. one SELECT of the open incidents of the batch's dedup keys, in key order, ``FOR UPDATE`` on
    PostgreSQL so none of them closes before we commit (SQLite's ``BEGIN IMMEDIATE`` already
    serialises writers); on PostgreSQL 1 and 2 are one statement;

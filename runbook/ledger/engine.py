@@ -151,9 +151,18 @@ def unavailable(url: URL, error: BaseException) -> LedgerUnavailableError:
     )
 
 
+# a concurrent batch stored the same delivery after ours looked it up (``PostgresBatch``): run
+# again, the retry sees it as a redelivery
+_RETRYABLE_UNIQUE = frozenset({"uq_alerts_source_delivery_id"})
+
+
 def is_retryable_conflict(error: BaseException) -> bool:
-    """True for PostgreSQL deadlocks and serialization failures, which succeed when retried."""
-    sqlstate = getattr(getattr(error, "orig", None), "sqlstate", None)
+    """True for PostgreSQL deadlocks, serialization failures and a delivery stored concurrently,
+    which succeed when retried."""
+    orig = getattr(error, "orig", None)
+    sqlstate = getattr(orig, "sqlstate", None)
+    if sqlstate == "23505":
+        return getattr(getattr(orig, "diag", None), "constraint_name", None) in _RETRYABLE_UNIQUE
     return sqlstate in ("40001", "40P01")
 
 

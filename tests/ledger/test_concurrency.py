@@ -16,7 +16,7 @@ from runbook.ledger import Ledger, open_ledger
 from runbook.ledger.schema import alerts, incidents
 from tests.conftest import drop_pg_database, make_pg_database
 from tests.ledger.conftest import pg_url
-from tests.ledger.helpers import hammer
+from tests.ledger.helpers import hammer, make_alert
 
 PROCESSES, CALLS, KEYS = 8, 500, 50
 
@@ -107,3 +107,19 @@ def test_racing_transitions_apply_once(ledger: Ledger) -> None:
     results = race(5, move)
     assert sorted(results) == ["InvalidTransition"] * 4 + ["moved"]
     assert [e.kind for e in ledger.timeline(incident.id)].count("status") == 1
+
+
+@pytest.mark.timeout(60)
+def test_racing_batches_of_the_same_deliveries_store_each_once(ledger: Ledger) -> None:
+    """Six writers sending the same 40 deliveries (a sender retrying while its first try commits)
+    store each delivery once: one writer is told each one is new, every other that it is a
+    duplicate, and the incidents count each alert once."""
+    batch = [make_alert(f"d{n}", f"k{n % 5}") for n in range(40)]
+    results = race(6, lambda _: ledger.record_alerts([a.model_copy(deep=True) for a in batch]))
+    for position in range(40):
+        outcomes = [result[position] for result in results]
+        assert sum(not o.duplicate for o in outcomes) == 1
+        assert len({o.alert_id for o in outcomes}) == 1
+        assert len({o.incident_id for o in outcomes}) == 1
+    assert totals(ledger) == (5, 40, 40)
+    assert len(ledger.outbox_claim(limit=100)) == 5
