@@ -2,14 +2,19 @@
 
 SQLite: WAL, a 30 s busy timeout and foreign keys on every connection; SQLAlchemy emits BEGIN itself
 (``BEGIN IMMEDIATE`` for writes) so a writer takes the lock up front instead of failing to upgrade a
-read lock half-way. PostgreSQL: psycopg 3, pooled, pre-pinged, with a statement timeout so a stuck
-query cannot hang a worker.
+read lock half-way. PostgreSQL: psycopg 3, pooled, with a statement timeout so a stuck query cannot
+hang a worker; a pooled connection idle for ``PING_IDLE_S`` or more is pinged before use (a server
+restart or an idle timeout is noticed there and the connection replaced), a busy one is not (a
+ping before every transaction was one round trip in five of the gateway's group commit; a busy
+connection that died fails its transaction, which the ledger reports as unavailable, and SQLAlchemy
+then replaces every connection of the pool).
 """
 
 from __future__ import annotations
 
 import re
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,6 +36,7 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 BUSY_TIMEOUT_S = 30
 STATEMENT_TIMEOUT_MS = 30_000
 CONNECT_TIMEOUT_S = 5
+PING_IDLE_S = 1.0
 # any fixed 64-bit number: every process migrating this ledger takes the same lock
 MIGRATION_LOCK_ID = 0x52554E424F4F4B  # "RUNBOOK"
 # execution option: a read-only SQLite transaction starts with a plain (deferred) BEGIN
@@ -58,14 +64,26 @@ def create_ledger_engine(url: URL) -> Engine:
         connect_args["options"] = (
             f"-c statement_timeout={STATEMENT_TIMEOUT_MS} -c plan_cache_mode=force_custom_plan"
         )
-    return sa.create_engine(
-        url,
-        pool_size=5,
-        max_overflow=10,
-        pool_pre_ping=True,
-        pool_recycle=1800,
-        connect_args=connect_args,
+    engine = sa.create_engine(
+        url, pool_size=5, max_overflow=10, pool_recycle=1800, connect_args=connect_args
     )
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.pop("idle_since", None)
+        if idle_since is None or time.monotonic() - idle_since < PING_IDLE_S:
+            return  # just connected, or in use a moment ago
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except engine.dialect.loaded_dbapi.Error as error:
+            # the pool drops this connection and checks out another (a new one if need be)
+            raise exc.DisconnectionError(f"an idle pooled connection is gone ({error})") from error
+
+    return engine
 
 
 def _sqlite_engine(url: URL) -> Engine:
