@@ -35,6 +35,7 @@ class FlapTracker:
         self.changes = changes
         self._last: dict[str, AlertStatus] = {}
         self._times: dict[str, deque[datetime]] = {}
+        self._resolved: dict[str, tuple[int, datetime]] = {}
 
     def observe(self, alert: Alert, now: datetime) -> bool:
         """Note the alert's status; mark it (label) and return True if its key is flapping."""
@@ -58,6 +59,22 @@ class FlapTracker:
         """Whether ``key`` has flapped within the window up to ``now``."""
         times = self._times.get(key, ())
         return sum(1 for t in times if now - t <= self.window) >= self.changes
+
+    def remember_resolved(self, key: str, incident_id: int, at: datetime) -> None:
+        """Remember that the gateway auto-resolved ``incident_id`` of ``key`` at ``at``.
+
+        Args:
+            key: the dedup key.
+            incident_id: the incident resolved.
+            at: when.
+        """
+        if key not in self._resolved and len(self._resolved) >= MAX_TRACKED_KEYS:
+            self._resolved.clear()  # memory bound: forgetting only delays a flapping reopen
+        self._resolved[key] = (incident_id, at)
+
+    def take_resolved(self, key: str) -> tuple[int, datetime] | None:
+        """The (incident, when) remembered for ``key``, forgotten as it is returned; None if none."""
+        return self._resolved.pop(key, None)
 
 
 def all_resolved(alerts: list[Alert]) -> bool:
