@@ -264,6 +264,14 @@ def gateway(
         Path | None,
         typer.Option(help="The certificate's PEM private key (unencrypted; keep it 0600)."),
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Gateway processes sharing the port (2 on a 2-core machine with a PostgreSQL "
+            "ledger; 1 for SQLite).",
+        ),
+    ] = 1,
 ) -> None:
     """Receive alerts (Alertmanager, Grafana, PagerDuty, Datadog, Sentry, generic JSON) and launch
     one incident-response run per problem."""
@@ -279,7 +287,10 @@ def gateway(
         except ValueError as exc:  # Prefect: no such block document
             raise fail(f"cannot load the GatewaySecrets block {secrets_block!r}: {exc}") from None
     try:
-        run_gateway(host, port, insecure_no_auth, ledger, not no_prefect, config, tls_cert, tls_key)
+        run_gateway(
+            host, port, insecure_no_auth, ledger, not no_prefect, config, tls_cert, tls_key,
+            workers,
+        )  # fmt: skip
     except (ConfigError, LedgerError) as exc:
         raise fail(str(exc)) from None
 
@@ -297,13 +308,19 @@ def bench_ingest(
     connections: Annotated[
         int, typer.Option(help="Concurrent connections, one request in flight each (2-1000).")
     ] = 128,  # ingest_load.DEFAULT_CONNECTIONS (not imported: the CLI loads bench code lazily)
+    workers: Annotated[
+        int | None,
+        typer.Option(help="Gateway processes (default: 2 on postgres, 1 on sqlite)."),
+    ] = None,
 ) -> None:
     """Drive the gateway over HTTP; throughput, ack latency, incidents and alerts counted in the ledger."""
     from runbook.bench.ingest import main as bench_main
 
     if ledger not in ("sqlite", "postgres"):
         raise fail(f"--ledger must be sqlite or postgres, not {ledger!r}", 2)
-    raise typer.Exit(bench_main(alerts, groups, ledger, as_json, vs_alertmanager, connections))
+    raise typer.Exit(
+        bench_main(alerts, groups, ledger, as_json, vs_alertmanager, connections, workers)
+    )
 
 
 @bench_app.command("mitigate-db")

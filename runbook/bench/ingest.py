@@ -1,7 +1,7 @@
 """Benchmark: drive the alert gateway over HTTP and count what the ledger stored.
 
-The gateway runs in its own process (uvicorn, the full path: auth, parse, normalize, dedup, group
-commit, no Prefect). The load comes from ``CLIENT_PROCS`` processes of raw keep-alive HTTP/1.1
+The gateway runs in its own process(es) (uvicorn, the full path: auth, parse, normalize, dedup,
+group commit, no Prefect). The load comes from ``CLIENT_PROCS`` processes of raw keep-alive HTTP/1.1
 connections with pre-built requests, so the generator stays light; its CPU share is reported.
 Incidents and stored alerts are counted in the ledger, never from our own bookkeeping.
 
@@ -18,8 +18,12 @@ connections / ack latency. The group commit turns more requests in flight into b
 ledger whose commit is round-trip bound (PostgreSQL) needs more of them to reach its capacity than
 one bound by the gateway's CPU (SQLite); the JSON's ``concurrency`` says which was used.
 
+``--workers`` runs the gateway as ``runbook gateway --workers N`` does (default 2 on PostgreSQL,
+whose commits are round trips that leave one process's GIL-bound loop idle; 1 on SQLite, which has
+one writer anyway); ``gateway_cpu_us_per_alert`` sums the workers.
+
 Usage: ``runbook bench ingest [--alerts 50000] [--groups 500] [--ledger sqlite|postgres] [--json]
-[--vs-alertmanager] [--connections 128]``
+[--vs-alertmanager] [--connections 128] [--workers N]``
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from runbook.ledger.schema import incidents as incidents_table
 TOKEN = "bench-token"  # noqa: S105 - a throwaway token for a loopback-only benchmark
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 PACED_RATE = 2000
+MAX_WORKERS = 16
 MAX_CONNECTIONS = 1000  # the gateway holds one socket per connection: keep it under ulimit -n
 PACED_SECONDS = 3
 ALERTMANAGER = "/usr/bin/prometheus-alertmanager"
@@ -64,6 +69,41 @@ def _serve_gateway(url: str, sock: socket.socket) -> None:
         server = uvicorn.Server(uvicorn_config(app))
         tune_gc()
         server.run(sockets=[sock])
+
+
+class _Gateway:
+    """The gateway under test: one process, or ``runbook gateway --workers``' pool of them."""
+
+    def __init__(self, url: str, sock: socket.socket, workers: int) -> None:
+        self.pool: Any = None
+        self.server: Any = None
+        if workers == 1:
+            self.server = mp.get_context("spawn").Process(
+                target=_serve_gateway, args=(url, sock), daemon=True
+            )
+            self.server.start()
+            return
+        from runbook.gateway import GatewayConfig
+        from runbook.gateway.workers import start_pool
+
+        config = GatewayConfig.from_env({"RUNBOOK_GATEWAY_TOKEN": TOKEN})
+        self.pool = start_pool(
+            sock, workers,
+            {"ledger_url": url, "config": config, "prefect": False, "uvicorn_options": {}},
+        )  # fmt: skip
+
+    def cpu_s(self) -> float:
+        """CPU seconds the gateway's processes used so far."""
+        procs = self.pool.procs if self.pool is not None else [self.server]
+        return sum(_cpu_s(p.pid or 0) for p in procs)
+
+    def stop(self) -> None:
+        """Stop the gateway's processes."""
+        if self.pool is not None:
+            self.pool.stop()
+        else:
+            self.server.terminate()
+            self.server.join(10)
 
 
 def _bodies(run: str, start: int, count: int, groups: int) -> list[bytes]:
@@ -170,6 +210,7 @@ def main(
     json_out: bool,
     vs_alertmanager: bool,
     connections: int = DEFAULT_CONNECTIONS,
+    workers: int | None = None,
 ) -> int:
     """Run the benchmark and print its figures.
 
@@ -182,6 +223,8 @@ def main(
         vs_alertmanager: also send the same load to a local Alertmanager and report the ratio.
         connections: concurrent keep-alive connections, one request in flight each (the same for
             Alertmanager).
+        workers: gateway processes (``runbook gateway --workers``); None: 2 on PostgreSQL, 1 on
+            SQLite (one writer whatever the processes).
 
     Returns:
         0 when every alert was acknowledged and the ledger holds exactly one incident per group and
@@ -196,6 +239,11 @@ def main(
     if not 2 <= connections <= MAX_CONNECTIONS:
         print(f"--connections must be within 2-{MAX_CONNECTIONS}", file=sys.stderr)
         return 2
+    if workers is None:
+        workers = 2 if ledger == "postgres" else 1
+    if not 1 <= workers <= MAX_WORKERS:
+        print(f"--workers must be within 1-{MAX_WORKERS}", file=sys.stderr)
+        return 2
     run = uuid.uuid4().hex[:8]
     tmp = Path(tempfile.mkdtemp(prefix="runbook-bench-"))
     drop: str | None = None
@@ -208,18 +256,16 @@ def main(
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = int(sock.getsockname()[1])
-    ctx = mp.get_context("spawn")
-    server = ctx.Process(target=_serve_gateway, args=(url, sock), daemon=True)
-    server.start()
+    gateway = _Gateway(url, sock, workers)
     try:
         wait_ready("127.0.0.1", port, "/healthz")
         headers = {"Authorization": f"Bearer {TOKEN}"}
-        cpu0 = _cpu_s(server.pid or 0)
+        cpu0 = gateway.cpu_s()
         result = drive(
             "127.0.0.1", port, "/hooks/generic", _bodies(run, 0, alerts, groups), headers,
             connections=connections,
         )  # fmt: skip
-        gateway_cpu = _cpu_s(server.pid or 0) - cpu0
+        gateway_cpu = gateway.cpu_s() - cpu0
         paced_run = run + "p"
         paced = drive("127.0.0.1", port, "/hooks/generic",
                       _bodies(paced_run, 0, min(alerts, PACED_RATE * PACED_SECONDS), groups), headers,
@@ -230,7 +276,7 @@ def main(
             "alerts_per_s": round(result["ok"] / result["wall_s"]),
             "ack_p50_ms": result["p50_ms"], "ack_p95_ms": result["p95_ms"],
             "ack_p99_ms": result["p99_ms"], "incidents": incidents, "stored": stored,
-            "ledger": ledger, "concurrency": result["connections"],
+            "ledger": ledger, "concurrency": result["connections"], "workers": workers,
             "client_cpu_share": round(result["client_cpu_s"] / (result["wall_s"] * os.cpu_count()), 3),
             "gateway_cpu_share": round(gateway_cpu / (result["wall_s"] * os.cpu_count()), 3),
             "gateway_cpu_us_per_alert": round(gateway_cpu / max(result["ok"], 1) * 1e6),
@@ -239,8 +285,7 @@ def main(
             "cpus": os.cpu_count(),
         }  # fmt: skip
     finally:
-        server.terminate()
-        server.join(10)
+        gateway.stop()
         if drop:
             _drop_pg(drop)
     if vs_alertmanager:
@@ -268,5 +313,7 @@ if __name__ == "__main__":
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--vs-alertmanager", action="store_true")
     parser.add_argument("--connections", type=int, default=DEFAULT_CONNECTIONS)
+    parser.add_argument("--workers", type=int, default=None)
     a = parser.parse_args()
-    sys.exit(main(a.alerts, a.groups, a.ledger, a.json, a.vs_alertmanager, a.connections))
+    sys.exit(main(a.alerts, a.groups, a.ledger, a.json, a.vs_alertmanager, a.connections,
+                  a.workers))  # fmt: skip

@@ -16,11 +16,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from starlette.applications import Starlette
@@ -34,12 +35,15 @@ from runbook.gateway.auth import AuthFailure, authenticate
 from runbook.gateway.committer import GroupCommitter
 from runbook.gateway.config import GatewayConfig
 from runbook.gateway.dispatcher import Dispatcher, Launcher
-from runbook.gateway.lifecycle import MAX_TRACKED_KEYS, FlapTracker, settle_incident
+from runbook.gateway.lifecycle import FlapTracker, settle_incident
 from runbook.gateway.metrics import GatewayMetrics
 from runbook.gateway.parsers import PARSERS, ParseError
 from runbook.gateway.parsers._common import LowerHeaders, sanitize
 from runbook.ledger import AlertIntake, AlertOutcome, Ledger
 from runbook.models import Alert, AlertStatus, IncidentStatus
+
+if TYPE_CHECKING:
+    from runbook.gateway.flapshare import SharedFlapTracker
 
 log = logging.getLogger("runbook.gateway")
 RETRY_AFTER_S = "5"
@@ -82,10 +86,17 @@ class Gateway:
         config: secrets and limits.
         launcher: launches an incident's flow run; None turns the dispatcher off.
         clock: the time source (Grafana's replay window, flapping).
+        flaps: the flap tracker (default: this process's own; ``SharedFlapTracker`` when several
+            worker processes serve one port).
     """
 
     def __init__(
-        self, ledger: Ledger, config: GatewayConfig, launcher: Launcher | None, clock: Clock
+        self,
+        ledger: Ledger,
+        config: GatewayConfig,
+        launcher: Launcher | None,
+        clock: Clock,
+        flaps: FlapTracker | SharedFlapTracker | None = None,
     ) -> None:
         self.ledger = ledger
         self.config = config
@@ -98,9 +109,8 @@ class Gateway:
             writers=config.commit_writers or (2 if ledger.dialect == "postgresql" else 1),
         )
         self.dispatcher = Dispatcher(ledger, launcher) if launcher is not None else None
-        self.flaps = FlapTracker(config.flap_window, config.flap_changes)
-        # key -> (incident, when) for incidents this gateway auto-resolved (flapping reopens them)
-        self._auto_resolved: dict[str, tuple[int, datetime]] = {}
+        # per key: status changes, and the incident this gateway auto-resolved (flapping reopens it)
+        self.flaps = flaps or FlapTracker(config.flap_window, config.flap_changes)
         self._started = False
 
     def start(self) -> None:
@@ -180,7 +190,7 @@ class Gateway:
             return _json(200, {"status": "ignored", "reason": "no alert in this delivery"})
         now = self.clock.now()
         flapping = {a.dedup_key for a in alerts if self.flaps.observe(a, now)}
-        if flapping and self._auto_resolved:
+        if flapping:
             await self._reopen_flapping(alerts, flapping, now)
         # the raw body goes with the first alert only: a body of many alerts is stored once
         alerts[0].raw_body = body
@@ -229,9 +239,7 @@ class Gateway:
                 auto_resolve=self.config.auto_resolve, flapping=flaps,
             )  # fmt: skip
             if result == "resolved":
-                if len(self._auto_resolved) >= MAX_TRACKED_KEYS:
-                    self._auto_resolved.clear()  # memory bound; only delays a flapping reopen
-                self._auto_resolved[key] = (incident_id, self.clock.now())
+                self.flaps.remember_resolved(key, incident_id, self.clock.now())
 
     async def _reopen_flapping(
         self, alerts: list[Alert], flapping: set[str], now: datetime
@@ -241,7 +249,7 @@ class Gateway:
             key = alert.dedup_key
             if alert.status != AlertStatus.FIRING or key not in flapping:
                 continue
-            resolved = self._auto_resolved.pop(key, None)
+            resolved = self.flaps.take_resolved(key)
             if resolved is None or now - resolved[1] > self.config.flap_window:
                 continue
             with contextlib.suppress(InvalidTransition, LedgerError):
@@ -263,12 +271,14 @@ class Gateway:
             log.warning("could not keep a dead letter from %s: %s", source, error)
 
     async def healthz(self, request: Request) -> Response:
-        """200 with the outbox figures when the ledger answers, else 503."""
+        """200 with the outbox figures and the answering process (a worker's pid) when the ledger
+        answers, else 503."""
         try:
             stats = await asyncio.to_thread(self.ledger.outbox_stats)
         except LedgerError as error:
             return _json(503, {"status": "ledger_unavailable", "detail": str(error)}).response()
-        answer = _json(200, {"status": "ok", "ledger": self.ledger.describe(), "outbox": stats})
+        answer = _json(200, {"status": "ok", "ledger": self.ledger.describe(), "outbox": stats,
+                             "pid": os.getpid()})  # fmt: skip
         return answer.response()
 
     async def metrics_page(self, request: Request) -> Response:
@@ -340,6 +350,7 @@ def create_app(
     *,
     launcher: Launcher | None = None,
     clock: Clock | None = None,
+    flaps: FlapTracker | SharedFlapTracker | None = None,
 ) -> GatewayApp:
     """Build the gateway app over an open ledger.
 
@@ -348,11 +359,14 @@ def create_app(
         config: secrets and limits (default: from the environment).
         launcher: launches an incident's flow (e.g. ``dispatcher.prefect_launch``); None: no dispatcher.
         clock: the time source (default: real time).
+        flaps: the flap tracker shared by worker processes (default: one of this process's own).
 
     Returns:
         The ASGI app; ``app.state.gateway`` is its Gateway.
     """
-    gateway = Gateway(ledger, config or GatewayConfig.from_env(), launcher, clock or SystemClock())
+    gateway = Gateway(
+        ledger, config or GatewayConfig.from_env(), launcher, clock or SystemClock(), flaps
+    )
 
     def hook(source: str) -> Any:
         async def endpoint(request: Request) -> Response:

@@ -98,6 +98,7 @@ def run(
     config: GatewayConfig | None = None,
     tls_cert: Path | None = None,
     tls_key: Path | None = None,
+    workers: int = 1,
 ) -> None:
     """Serve the gateway until interrupted.
 
@@ -111,11 +112,15 @@ def run(
             ``GatewaySecrets`` block; ``insecure_no_auth`` is applied to it.
         tls_cert: serve HTTPS with this PEM certificate chain (with ``tls_key``).
         tls_key: the certificate's PEM private key.
+        workers: gateway processes on the one port (``runbook.gateway.workers``); 1 serves in
+            this process.
 
     Raises:
-        ConfigError: the TLS files are incomplete or do not load.
+        ConfigError: the TLS files are incomplete or do not load, or workers is below 1.
         LedgerUnavailableError: the ledger cannot be reached at start.
     """
+    if workers < 1:
+        raise ConfigError(f"--workers must be at least 1, not {workers}")
     tls = tls_options(tls_cert, tls_key)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if config is None:
@@ -137,8 +142,21 @@ def run(
             "incident launches: %s",
             f"run_deployment({INCIDENT_DEPLOYMENT!r})" if prefect else "off (--no-prefect)",
         )
-        app = create_app(ledger, config, launcher=prefect_launch if prefect else None)
         log.info("listening on %s://%s:%s", "https" if tls else "http", host, port)
-        server = uvicorn.Server(uvicorn_config(app, host=host, port=port, **tls))
-        tune_gc()
-        server.run()
+        if workers == 1:
+            app = create_app(ledger, config, launcher=prefect_launch if prefect else None)
+            server = uvicorn.Server(uvicorn_config(app, host=host, port=port, **tls))
+            tune_gc()
+            server.run()
+            return
+    # the ledger answered (and is migrated); each worker opens its own
+    from runbook.gateway.workers import start_pool, supervise
+
+    # uvicorn's own binding (IPv4/IPv6, SO_REUSEADDR); the workers build their apps themselves
+    sock = uvicorn.Config(app="runbook.gateway.workers", host=host, port=port).bind_socket()
+    log.info("%d worker processes", workers)
+    pool = start_pool(
+        sock, workers,
+        {"ledger_url": ledger_url, "config": config, "prefect": prefect, "uvicorn_options": tls},
+    )  # fmt: skip
+    supervise(pool)
