@@ -161,3 +161,36 @@ def _alive(pid: int) -> bool:
         return "zombie" not in status.read_text().lower()
     except FileNotFoundError:
         return False
+
+
+@pytest.mark.postgres
+@pytest.mark.timeout(120)
+def test_a_killed_worker_is_replaced_and_alerts_keep_being_stored(
+    workers_gateway: tuple[str, str, subprocess.Popen[bytes]],
+) -> None:
+    """SIGKILL of one worker: the supervisor starts another (a new pid answers /healthz), the
+    survivors and the newcomer store alerts, and flap tracking still works (the shared table's
+    lock is not left held)."""
+    base, url, proc = workers_gateway
+    victim = httpx.get(f"{base}/healthz", timeout=5).json()["pid"]
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    pids: set[int] = set()
+    while time.monotonic() < deadline:
+        try:
+            pids |= {httpx.get(f"{base}/healthz", timeout=2).json()["pid"] for _ in range(10)}
+        except httpx.HTTPError:
+            pass  # the killed worker's connections
+        if len(pids - {victim}) == 2:
+            break
+        time.sleep(0.3)
+    assert len(pids - {victim}) == 2 and proc.poll() is None
+    bodies = [p.generic(key="after", status=s, delivery_id=f"a{i}")
+              for i, s in enumerate(["firing", "resolved", "firing"])]  # fmt: skip
+    for body in bodies:
+        assert asyncio.run(_post_all(base, [body])) == [202]
+    with open_ledger(url) as ledger:
+        (incident,) = ledger.list_incidents()
+        assert [a.labels.get("flapping") for a in ledger.alerts_for(incident.id)] == [
+            None, None, "true",
+        ]  # fmt: skip
