@@ -59,319 +59,39 @@ import asyncio
 import contextlib
 import json
 import os
-import re
 import secrets
-import signal
-import subprocess
 import sys
 import time
 import tomllib
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from runbook.bench.ingest_load import free_port
 from runbook.bench.latency import ADMIN_DSN, bench_home, percentile
+from runbook.bench.scale_cluster import (
+    Setup,
+    create_db,
+    start_server,
+    start_workers,
+    stop_all,
+)
+from runbook.bench.scale_figures import (
+    SERVICE_PREFIX,
+    TARGET_RATIO,
+    bench_policy_text,
+    duplicate_action_keys,
+    duplicate_side_effects,
+    side_effects,
+    ttm_figures,
+    verdict,
+    world_index,
+)
 from runbook.gateway.dispatcher import PrefectLauncher
 
-TARGET_RATIO = 2.0
 DEFAULT_LIMIT = 5
-SERVICE_PREFIX = "scale-"
-# (kind, vendor, methods, path regex, body regex) of each side effect that must happen once per incident
-SIDE_EFFECTS: tuple[tuple[str, str, str, str, str | None], ...] = (
-    ("ticket", "github", "POST", r"^/repos/[^/]+/[^/]+/issues$", None),
-    ("page", "pagerduty", "POST", r"/enqueue$", r'"event_action"\s*:\s*"trigger"'),
-    ("status_incident", "statuspage", "POST", r"/incidents$", None),
-    ("rollback", "vercel", "POST", r"/rollback/", None),
-    ("promote", "vercel", "POST", r"/promote/", None),
-)
-
-
-# --- pure parts -----------------------------------------------------------------------------------
-
-
-def side_effects(requests: Iterable[Mapping[str, Any]]) -> Counter[str]:
-    """Count the side effects in one world's request log (answered 2xx), by kind (``SIDE_EFFECTS``).
-
-    Args:
-        requests: recorded requests with ``vendor``, ``method``, ``path``, ``status`` and ``body``.
-    """
-    counts: Counter[str] = Counter()
-    for r in requests:
-        if not 200 <= int(r.get("status") or 0) < 300:
-            continue
-        for kind, vendor, method, path, body in SIDE_EFFECTS:
-            if r.get("vendor") != vendor or r.get("method") != method:
-                continue
-            if re.search(path, str(r.get("path", ""))) and (
-                body is None or re.search(body, str(r.get("body", "")))
-            ):
-                counts[kind] += 1
-    return counts
-
-
-def duplicate_side_effects(per_incident: Mapping[Any, Mapping[str, int]]) -> int:
-    """Side effects beyond the first of their kind, summed over every incident."""
-    return sum(max(0, n - 1) for counts in per_incident.values() for n in counts.values())
-
-
-def duplicate_action_keys(rows: Iterable[tuple[str, str]]) -> int:
-    """Ledger ``(idempotency_key, status)`` rows: the extra ``done`` rows of any one key."""
-    done = Counter(key for key, status in rows if status == "done")
-    return sum(n - 1 for n in done.values() if n > 1)
-
-
-def bench_policy_text(default_actions: dict[str, dict[str, Any]]) -> str:
-    """The drill's overlay (approvals run on their own) with no rollback interval per target.
-
-    The safety envelope allows one rollback per Vercel project per ``min_interval`` (30 min, 18 s at
-    100x). Every sandbox world has the same project id (``prj_sandbox``) where a real storm of
-    distinct incidents would have distinct projects, so the envelope would hold back every
-    rollback after the first as "the same project was just rolled back".
-    """
-    from runbook.drill.run import drill_policy_text
-
-    text = drill_policy_text(default_actions)
-    head = "[actions.rollback_deployment]\n"
-    note = "# bench scale: every world's project is prj_sandbox; a real storm has one per service\n"
-    if head in text:
-        return text.replace(head, note + head + "min_interval = 0\n", 1)
-    return text + note + head + "min_interval = 0\n"
-
-
-def world_index(service: str) -> int | None:
-    """World ``k`` of an incident whose service is ``scale-<k>``; None for any other service."""
-    m = re.fullmatch(re.escape(SERVICE_PREFIX) + r"(\d+)", service or "")
-    return int(m.group(1)) if m else None
-
-
-def ttm_figures(ttms: Sequence[float], single_ttm_s: float | None) -> dict[str, Any]:
-    """p50/p95/max of the storm's TTMs and the ratio p95 / single (None where not computable)."""
-    if not ttms:
-        return {"p50_ttm_s": None, "p95_ttm_s": None, "max_ttm_s": None, "ratio": None}
-    p95 = percentile(ttms, 95)
-    return {
-        "p50_ttm_s": round(percentile(ttms, 50), 3),
-        "p95_ttm_s": round(p95, 3),
-        "max_ttm_s": round(max(ttms), 3),
-        "ratio": round(p95 / single_ttm_s, 3) if single_ttm_s else None,
-    }
-
-
-def verdict(out: Mapping[str, Any]) -> list[str]:
-    """Why the run fails (empty: it passes): unresolved incidents, duplicates, ratio over target."""
-    why = []
-    if out.get("resolved") != out.get("incidents") or not out.get("single_resolved", True):
-        why.append(
-            f"{out.get('resolved')} of {out.get('incidents')} incidents resolved"
-            + ("" if out.get("single_resolved", True) else "; the single incident did not resolve")
-        )
-    if out.get("duplicate_side_effects") or out.get("duplicate_action_keys"):
-        why.append(
-            f"{out.get('duplicate_side_effects')} duplicate side effects, "
-            f"{out.get('duplicate_action_keys')} idempotency keys done twice"
-        )
-    ratio = out.get("ratio")
-    if ratio is None or ratio > out.get("target_ratio", TARGET_RATIO):
-        why.append(
-            f"p95 TTM {out.get('p95_ttm_s')} s is {ratio}x the single incident's "
-            f"{out.get('single_ttm_s')} s (target <= {out.get('target_ratio', TARGET_RATIO)}x)"
-        )
-    return why
-
-
-# --- the setup ------------------------------------------------------------------------------------
-
-
-class WorldRouter:
-    """One ASGI app serving many sandbox worlds: ``/w<k>/<vendor>/...`` goes to world ``k``."""
-
-    def __init__(self) -> None:
-        self.apps: dict[str, Any] = {}
-
-    def add(self, k: int, app: Any) -> str:
-        self.apps[f"w{k}"] = app
-        return f"/w{k}"
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            head, _, rest = scope["path"].lstrip("/").partition("/")
-            app = self.apps.get(head)
-            if app is not None:
-                scope = dict(scope, path="/" + rest, raw_path=("/" + rest).encode())
-                await app(scope, receive, send)
-                return
-            await send({"type": "http.response.start", "status": 404, "headers": []})
-            await send({"type": "http.response.body", "body": b"no such world"})
-
-
-@dataclass
-class Setup:
-    """Everything the bench started (stopped by ``teardown``, in reverse order)."""
-
-    folder: Path
-    speed: float
-    dbs: list[str] = field(default_factory=list)
-    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
-    servers: list[Any] = field(default_factory=list)
-    worlds: dict[int, Any] = field(default_factory=dict)
-    router: WorldRouter = field(default_factory=WorldRouter)
-    sandbox_url: str = ""
-    api_url: str = ""
-    ledger_url: str = ""
-    ledger: Any = None
-    token: str = field(default_factory=lambda: secrets.token_urlsafe(24), repr=False)
-
-    @property
-    def policy_path(self) -> Path:
-        return self.folder / "policy.toml"
-
-
-def _create_db(prefix: str) -> str:
-    from runbook.bench.latency import _create_pg_database
-
-    name = _create_pg_database(ADMIN_DSN, prefix)
-    if name is None:
-        raise RuntimeError(
-            "bench scale needs the PostgreSQL at 127.0.0.1:5432 (user postgres, trust auth) for "
-            "the Prefect server and the ledger"
-        )
-    return name
-
-
-def _env(setup: Setup, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "RUNBOOK_"))}
-    return env | {
-        "PREFECT_HOME": str(setup.folder / "prefect-home"),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "DO_NOT_TRACK": "1",
-        "PYTHONUNBUFFERED": "1",
-        **({"PREFECT_API_URL": setup.api_url} if setup.api_url else {}),
-        **extra,
-    }
-
-
-def _spawn(setup: Setup, args: list[str], log: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    with (setup.folder / log).open("wb") as out:
-        proc = subprocess.Popen(  # noqa: S603 - our own interpreter's prefect, our arguments
-            [str(Path(sys.executable).parent / "prefect"), *args],
-            env=env,
-            cwd=setup.folder,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,  # its own process group: stopped with everything it started
-        )
-    setup.procs.append(proc)
-    return proc
-
-
-def _stop_all(procs: Sequence[subprocess.Popen[bytes]], timeout: float = 15) -> None:
-    """SIGTERM each process group, wait for all within one timeout, SIGKILL what is left."""
-    for proc in procs:
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    for proc in procs:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(max(0.1, deadline - time.monotonic()))
-        with contextlib.suppress(ProcessLookupError):  # and whatever is left of its group
-            os.killpg(proc.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(10)
-
-
-def start_server(setup: Setup) -> None:
-    """``prefect server start`` on a fresh PostgreSQL database; returns once /api/health answers."""
-    import httpx
-
-    from runbook.bench.latency import _asyncpg_url
-
-    db = _create_db("runbook_scale_prefect")
-    setup.dbs.append(db)
-    port = free_port()
-    env = _env(
-        setup,
-        PREFECT_SERVER_DATABASE_CONNECTION_URL=_asyncpg_url(ADMIN_DSN, db),
-        PREFECT_UI_ENABLED="false",
-        PREFECT_SERVER_LOGGING_LEVEL="WARNING",
-        PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED="false",  # no scheduled deployments here
-    )
-    proc = _spawn(setup, ["server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                  "server.log", env)  # fmt: skip
-    api = f"http://127.0.0.1:{port}/api"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"prefect server start exited ({setup.folder / 'server.log'})")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{api}/health", timeout=2).status_code == 200:
-                setup.api_url = api
-                return
-        time.sleep(0.3)
-    raise RuntimeError(f"prefect server start did not answer in 180 s ({setup.folder})")
-
-
-def start_workers(setup: Setup, workers: int, limit: int) -> str:
-    """The process pool, the incident deployment on it, and the workers; the pool's name."""
-    pool = f"scale-{uuid.uuid4().hex[:6]}"
-    env = _env(setup, PREFECT_CLI_PROMPT="false")
-    made = subprocess.run(  # noqa: S603
-        [str(Path(sys.executable).parent / "prefect"), "work-pool", "create", pool,
-         "--type", "process"],
-        env=env, cwd=setup.folder, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    if made.returncode != 0:
-        raise RuntimeError(f"prefect work-pool create failed: {made.stderr[-500:]}")
-    _deploy(pool)
-    worker_env = _env(
-        setup,
-        RUNBOOK_HOME=str(setup.folder),
-        RUNBOOK_LEDGER_URL=setup.ledger_url,
-        RUNBOOK_POLICY=str(setup.policy_path),
-        PREFECT_WORKER_QUERY_SECONDS="1",  # default 10 s: a storm's runs would wait for the poll
-        PREFECT_LOGGING_LEVEL="WARNING",
-    )
-    for i in range(workers):
-        _spawn(setup, ["worker", "start", "--pool", pool, "--limit", str(limit),
-                       "--name", f"{pool}-w{i}"], f"worker-{i}.log", worker_env)  # fmt: skip
-    asyncio.run(_wait_workers(setup, pool, workers))
-    return pool
-
-
-def _deploy(pool: str) -> None:
-    from prefect.deployments.runner import EntrypointType
-
-    from flows.incident import incident_response
-
-    dep = incident_response.to_deployment(  # type: ignore[call-arg]
-        name="runbook",
-        work_pool_name=pool,
-        entrypoint_type=EntrypointType.MODULE_PATH,
-        tags=["runbook", "incident", "bench-scale"],
-        _sync=True,
-    )
-    dep.apply(work_pool_name=pool, _sync=True)  # type: ignore[call-arg, union-attr]
-
-
-async def _wait_workers(setup: Setup, pool: str, count: int) -> None:
-    from prefect.client.orchestration import get_client
-
-    deadline = time.monotonic() + 120
-    async with get_client() as client:
-        while time.monotonic() < deadline:
-            if any(p.poll() is not None for p in setup.procs):
-                raise RuntimeError(f"a worker or the server exited; logs in {setup.folder}")
-            seen = await client.read_workers_for_work_pool(pool)
-            if sum(w.status.value == "ONLINE" for w in seen) >= count:
-                return
-            await asyncio.sleep(0.5)
-    raise RuntimeError(f"{count} workers did not come online within 120 s ({setup.folder})")
 
 
 class ScaleLauncher(PrefectLauncher):
@@ -580,7 +300,7 @@ def running(folder: Path, speed: float, workers: int, limit: int) -> Iterator[Se
     default = resources.files("runbook").joinpath("default_policy.toml").read_text("utf-8")
     setup.policy_path.write_text(bench_policy_text(tomllib.loads(default).get("actions", {})))
     try:
-        db = _create_db("runbook_scale_ledger")
+        db = create_db("runbook_scale_ledger")
         setup.dbs.append(db)
         setup.ledger_url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{db}"
         setup.ledger = open_ledger(setup.ledger_url)
@@ -604,8 +324,8 @@ def running(folder: Path, speed: float, workers: int, limit: int) -> Iterator[Se
     finally:
         for server in reversed(setup.servers):
             server.stop()
-        _stop_all(setup.procs[1:])  # the workers, then the server (started first)
-        _stop_all(setup.procs[:1])
+        stop_all(setup.procs[1:])  # the workers, then the server (started first)
+        stop_all(setup.procs[:1])
         if setup.ledger is not None:
             setup.ledger.close()
         for name in setup.dbs:

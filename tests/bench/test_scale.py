@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from runbook.bench.scale import (
+from runbook.bench.scale_figures import (
     bench_policy_text,
     duplicate_action_keys,
     duplicate_side_effects,

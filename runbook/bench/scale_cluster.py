@@ -1,0 +1,211 @@
+"""The processes of ``runbook bench scale``: a Prefect server on PostgreSQL, a process work pool and
+its workers, the deployment, and the router serving every sandbox world from one port
+(``runbook/bench/scale.py`` has the method)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from runbook.bench.ingest_load import free_port
+from runbook.bench.latency import ADMIN_DSN
+
+# --- the setup ------------------------------------------------------------------------------------
+
+
+class WorldRouter:
+    """One ASGI app serving many sandbox worlds: ``/w<k>/<vendor>/...`` goes to world ``k``."""
+
+    def __init__(self) -> None:
+        self.apps: dict[str, Any] = {}
+
+    def add(self, k: int, app: Any) -> str:
+        self.apps[f"w{k}"] = app
+        return f"/w{k}"
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            head, _, rest = scope["path"].lstrip("/").partition("/")
+            app = self.apps.get(head)
+            if app is not None:
+                scope = dict(scope, path="/" + rest, raw_path=("/" + rest).encode())
+                await app(scope, receive, send)
+                return
+            await send({"type": "http.response.start", "status": 404, "headers": []})
+            await send({"type": "http.response.body", "body": b"no such world"})
+
+
+@dataclass
+class Setup:
+    """Everything the bench started (stopped by ``teardown``, in reverse order)."""
+
+    folder: Path
+    speed: float
+    dbs: list[str] = field(default_factory=list)
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    servers: list[Any] = field(default_factory=list)
+    worlds: dict[int, Any] = field(default_factory=dict)
+    router: WorldRouter = field(default_factory=WorldRouter)
+    sandbox_url: str = ""
+    api_url: str = ""
+    ledger_url: str = ""
+    ledger: Any = None
+    token: str = field(default_factory=lambda: secrets.token_urlsafe(24), repr=False)
+
+    @property
+    def policy_path(self) -> Path:
+        return self.folder / "policy.toml"
+
+
+def create_db(prefix: str) -> str:
+    from runbook.bench.latency import _create_pg_database
+
+    name = _create_pg_database(ADMIN_DSN, prefix)
+    if name is None:
+        raise RuntimeError(
+            "bench scale needs the PostgreSQL at 127.0.0.1:5432 (user postgres, trust auth) for "
+            "the Prefect server and the ledger"
+        )
+    return name
+
+
+def _env(setup: Setup, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "RUNBOOK_"))}
+    return env | {
+        "PREFECT_HOME": str(setup.folder / "prefect-home"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        "PYTHONUNBUFFERED": "1",
+        **({"PREFECT_API_URL": setup.api_url} if setup.api_url else {}),
+        **extra,
+    }
+
+
+def _spawn(setup: Setup, args: list[str], log: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    with (setup.folder / log).open("wb") as out:
+        proc = subprocess.Popen(  # noqa: S603 - our own interpreter's prefect, our arguments
+            [str(Path(sys.executable).parent / "prefect"), *args],
+            env=env,
+            cwd=setup.folder,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # its own process group: stopped with everything it started
+        )
+    setup.procs.append(proc)
+    return proc
+
+
+def stop_all(procs: Sequence[subprocess.Popen[bytes]], timeout: float = 15) -> None:
+    """SIGTERM each process group, wait for all within one timeout, SIGKILL what is left."""
+    for proc in procs:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for proc in procs:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(max(0.1, deadline - time.monotonic()))
+        with contextlib.suppress(ProcessLookupError):  # and whatever is left of its group
+            os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(10)
+
+
+def start_server(setup: Setup) -> None:
+    """``prefect server start`` on a fresh PostgreSQL database; returns once /api/health answers."""
+    import httpx
+
+    from runbook.bench.latency import _asyncpg_url
+
+    db = create_db("runbook_scale_prefect")
+    setup.dbs.append(db)
+    port = free_port()
+    env = _env(
+        setup,
+        PREFECT_SERVER_DATABASE_CONNECTION_URL=_asyncpg_url(ADMIN_DSN, db),
+        PREFECT_UI_ENABLED="false",
+        PREFECT_SERVER_LOGGING_LEVEL="WARNING",
+        PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED="false",  # no scheduled deployments here
+    )
+    proc = _spawn(setup, ["server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                  "server.log", env)  # fmt: skip
+    api = f"http://127.0.0.1:{port}/api"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"prefect server start exited ({setup.folder / 'server.log'})")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{api}/health", timeout=2).status_code == 200:
+                setup.api_url = api
+                return
+        time.sleep(0.3)
+    raise RuntimeError(f"prefect server start did not answer in 180 s ({setup.folder})")
+
+
+def start_workers(setup: Setup, workers: int, limit: int) -> str:
+    """The process pool, the incident deployment on it, and the workers; the pool's name."""
+    pool = f"scale-{uuid.uuid4().hex[:6]}"
+    env = _env(setup, PREFECT_CLI_PROMPT="false")
+    made = subprocess.run(  # noqa: S603
+        [str(Path(sys.executable).parent / "prefect"), "work-pool", "create", pool,
+         "--type", "process"],
+        env=env, cwd=setup.folder, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    if made.returncode != 0:
+        raise RuntimeError(f"prefect work-pool create failed: {made.stderr[-500:]}")
+    _deploy(pool)
+    worker_env = _env(
+        setup,
+        RUNBOOK_HOME=str(setup.folder),
+        RUNBOOK_LEDGER_URL=setup.ledger_url,
+        RUNBOOK_POLICY=str(setup.policy_path),
+        PREFECT_WORKER_QUERY_SECONDS="1",  # default 10 s: a storm's runs would wait for the poll
+        PREFECT_LOGGING_LEVEL="WARNING",
+    )
+    for i in range(workers):
+        _spawn(setup, ["worker", "start", "--pool", pool, "--limit", str(limit),
+                       "--name", f"{pool}-w{i}"], f"worker-{i}.log", worker_env)  # fmt: skip
+    asyncio.run(_wait_workers(setup, pool, workers))
+    return pool
+
+
+def _deploy(pool: str) -> None:
+    from prefect.deployments.runner import EntrypointType
+
+    from flows.incident import incident_response
+
+    dep = incident_response.to_deployment(  # type: ignore[call-arg]
+        name="runbook",
+        work_pool_name=pool,
+        entrypoint_type=EntrypointType.MODULE_PATH,
+        tags=["runbook", "incident", "bench-scale"],
+        _sync=True,
+    )
+    dep.apply(work_pool_name=pool, _sync=True)  # type: ignore[call-arg, union-attr]
+
+
+async def _wait_workers(setup: Setup, pool: str, count: int) -> None:
+    from prefect.client.orchestration import get_client
+
+    deadline = time.monotonic() + 120
+    async with get_client() as client:
+        while time.monotonic() < deadline:
+            if any(p.poll() is not None for p in setup.procs):
+                raise RuntimeError(f"a worker or the server exited; logs in {setup.folder}")
+            seen = await client.read_workers_for_work_pool(pool)
+            if sum(w.status.value == "ONLINE" for w in seen) >= count:
+                return
+            await asyncio.sleep(0.5)
+    raise RuntimeError(f"{count} workers did not come online within 120 s ({setup.folder})")
