@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+from runbook.errors import ConfigError
 from runbook.gateway.config import GatewayConfig
 from runbook.gateway.flapshare import FlapHandle, SharedFlapTracker
 from runbook.gateway.metrics import MULTIPROC_ENV
@@ -168,6 +169,10 @@ def start_pool(sock: socket.socket, workers: int, spec_base: dict[str, Any]) -> 
 
     Returns:
         The pool; call ``stop()`` when done.
+
+    Raises:
+        ValueError: workers is below 1.
+        ConfigError: the config's ``flap_changes`` is more than the shared table keeps (8).
     """
     if workers < 1:
         raise ValueError(f"workers must be at least 1, not {workers}")
@@ -175,8 +180,13 @@ def start_pool(sock: socket.socket, workers: int, spec_base: dict[str, Any]) -> 
     if config.commit_writers is None:
         # measured on 2 cores, PostgreSQL: 2 workers x 1 writer beat 2 x 2 (6,200-6,900 vs ~5,500/s)
         config = dataclasses.replace(config, commit_writers=1)
+    try:
+        flaps = SharedFlapTracker.create(config.flap_window, config.flap_changes)
+    except ValueError as error:  # flap_changes past what a shared slot keeps
+        raise ConfigError(
+            f"--workers: the shared flap table refuses this setting: {error}"
+        ) from None
     metrics_dir = tempfile.mkdtemp(prefix="runbook-gateway-metrics-")
-    flaps = SharedFlapTracker.create(config.flap_window, config.flap_changes)
     spec = WorkerSpec(**{**spec_base, "config": config, "flaps": flaps.handle()})
     pool = WorkerPool(sock, spec, flaps, metrics_dir)
     pool.start(workers)

@@ -5,9 +5,11 @@ answers, and stop cleanly on SIGTERM."""
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -16,8 +18,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
 from runbook.bench.ingest_load import free_port, wait_ready
+from runbook.errors import ConfigError
+from runbook.gateway import GatewayConfig
+from runbook.gateway.workers import start_pool
 from runbook.ledger import open_ledger
 from tests.conftest import drop_pg_database, make_pg_database
 from tests.gateway import payloads as p
@@ -194,3 +200,20 @@ def test_a_killed_worker_is_replaced_and_alerts_keep_being_stored(
         assert [a.labels.get("flapping") for a in ledger.alerts_for(incident.id)] == [
             None, None, "true",
         ]  # fmt: skip
+
+
+def test_a_flap_setting_the_shared_table_cannot_hold_is_refused_before_any_worker_starts() -> None:
+    """flap_changes above the 8 change times a shared slot keeps: ConfigError naming --workers and
+    the limit; no worker process is started (the socket is never listened on)."""
+    config = GatewayConfig(token=SecretStr(TOKEN), flap_changes=9)
+    sock = socket.socket()
+    try:
+        sock.bind(("127.0.0.1", 0))
+        with pytest.raises(ConfigError, match=r"--workers: .*changes must be 1\.\.8"):
+            start_pool(
+                sock, 2,
+                {"ledger_url": None, "config": config, "prefect": False, "uvicorn_options": {}},
+            )  # fmt: skip
+        assert not multiprocessing.active_children()
+    finally:
+        sock.close()
