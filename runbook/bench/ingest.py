@@ -56,41 +56,24 @@ ALERTMANAGER = "/usr/bin/prometheus-alertmanager"
 AM_CONFIG = "route:\n  receiver: blackhole\nreceivers:\n  - name: blackhole\n"
 
 
-def _serve_gateway(url: str, sock: socket.socket) -> None:
-    """Child process: the gateway on an already-bound socket."""
-    import uvicorn
-
-    from runbook.gateway import GatewayConfig, create_app
-    from runbook.gateway.server import tune_gc, uvicorn_config
-
-    with open_ledger(url) as ledger:
-        config = GatewayConfig.from_env({"RUNBOOK_GATEWAY_TOKEN": TOKEN})
-        app = create_app(ledger, config, launcher=None)
-        server = uvicorn.Server(uvicorn_config(app))
-        tune_gc()
-        server.run(sockets=[sock])
-
-
 class _Gateway:
     """The gateway under test: one process, or ``runbook gateway --workers``' pool of them."""
 
     def __init__(self, url: str, sock: socket.socket, workers: int) -> None:
+        from runbook.gateway import GatewayConfig
+        from runbook.gateway.workers import WorkerSpec, serve_worker, start_pool
+
         self.pool: Any = None
         self.server: Any = None
-        if workers == 1:
+        config = GatewayConfig.from_env({"RUNBOOK_GATEWAY_TOKEN": TOKEN})
+        if workers == 1:  # as `runbook gateway` without --workers: one process, its own flap state
             self.server = mp.get_context("spawn").Process(
-                target=_serve_gateway, args=(url, sock), daemon=True
-            )
+                target=serve_worker, args=(WorkerSpec(url, config, prefect=False), sock),
+                daemon=True,
+            )  # fmt: skip
             self.server.start()
             return
-        from runbook.gateway import GatewayConfig
-        from runbook.gateway.workers import start_pool
-
-        config = GatewayConfig.from_env({"RUNBOOK_GATEWAY_TOKEN": TOKEN})
-        self.pool = start_pool(
-            sock, workers,
-            {"ledger_url": url, "config": config, "prefect": False, "uvicorn_options": {}},
-        )  # fmt: skip
+        self.pool = start_pool(sock, workers, ledger_url=url, config=config, prefect=False)
 
     def cpu_s(self) -> float:
         """CPU seconds the gateway's processes used so far."""

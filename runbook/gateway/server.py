@@ -156,7 +156,6 @@ def run(
     sock = uvicorn.Config(app="runbook.gateway.workers", host=host, port=port).bind_socket()
     log.info("%d worker processes", workers)
     pool = start_pool(
-        sock, workers,
-        {"ledger_url": ledger_url, "config": config, "prefect": prefect, "uvicorn_options": tls},
-    )  # fmt: skip
+        sock, workers, ledger_url=ledger_url, config=config, prefect=prefect, uvicorn_options=tls
+    )
     supervise(pool)

@@ -54,18 +54,19 @@ class WorkerSpec:
         config: secrets and limits.
         prefect: launch incident flow runs (False: store only).
         uvicorn_options: extra ``uvicorn.Config`` arguments (TLS files).
-        flaps: the shared flap state's handle.
+        flaps: the shared flap state's handle (None: a lone process with its own tracker).
     """
 
     ledger_url: str | None
     config: GatewayConfig
     prefect: bool
-    uvicorn_options: dict[str, Any]
-    flaps: FlapHandle
+    uvicorn_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    flaps: FlapHandle | None = None
 
 
 def serve_worker(spec: WorkerSpec, sock: socket.socket) -> None:
-    """A worker process: the gateway on the supervisor's socket until told to stop."""
+    """A gateway process on an already-bound socket until told to stop (a pool's worker, or the
+    ingest bench's lone gateway)."""
     import uvicorn
 
     from runbook.gateway.app import create_app
@@ -74,7 +75,7 @@ def serve_worker(spec: WorkerSpec, sock: socket.socket) -> None:
     from runbook.ledger import open_ledger
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    flaps = SharedFlapTracker.attach(spec.flaps)
+    flaps = SharedFlapTracker.attach(spec.flaps) if spec.flaps is not None else None
     try:
         with open_ledger(spec.ledger_url) as ledger:
             launcher = prefect_launch if spec.prefect else None
@@ -84,7 +85,8 @@ def serve_worker(spec: WorkerSpec, sock: socket.socket) -> None:
             tune_gc()
             server.run(sockets=[sock])
     finally:
-        flaps.close()
+        if flaps is not None:
+            flaps.close()
 
 
 def _stop_when_orphaned(server: Any) -> None:
@@ -137,7 +139,7 @@ class WorkerPool:
             _forget_metrics(self.metrics_dir, proc.pid)
             self.procs.remove(proc)
             if proc.exitcode is not None and proc.exitcode < 0:
-                _free_orphaned_lock(self.spec.flaps)  # killed: maybe inside the flap table's lock
+                _free_orphaned_lock(self.flaps.handle())  # killed: maybe inside the flap table's lock
         self.start(len(dead))
         return len(dead)
 
@@ -159,13 +161,24 @@ class WorkerPool:
         shutil.rmtree(self.metrics_dir, ignore_errors=True)
 
 
-def start_pool(sock: socket.socket, workers: int, spec_base: dict[str, Any]) -> WorkerPool:
+def start_pool(
+    sock: socket.socket,
+    workers: int,
+    *,
+    ledger_url: str | None,
+    config: GatewayConfig,
+    prefect: bool,
+    uvicorn_options: dict[str, Any] | None = None,
+) -> WorkerPool:
     """Create the shared state and the metrics folder, then start ``workers`` workers on ``sock``.
 
     Args:
         sock: the bound listening socket.
         workers: how many processes (at least 1).
-        spec_base: the ``WorkerSpec`` fields but ``flaps``.
+        ledger_url: the ledger (None: from the inherited environment).
+        config: secrets and limits (``commit_writers`` None becomes 1 per worker).
+        prefect: launch incident flow runs.
+        uvicorn_options: extra ``uvicorn.Config`` arguments (TLS files).
 
     Returns:
         The pool; call ``stop()`` when done.
@@ -176,7 +189,6 @@ def start_pool(sock: socket.socket, workers: int, spec_base: dict[str, Any]) -> 
     """
     if workers < 1:
         raise ValueError(f"workers must be at least 1, not {workers}")
-    config: GatewayConfig = spec_base["config"]
     if config.commit_writers is None:
         # measured on 2 cores, PostgreSQL: 2 workers x 1 writer beat 2 x 2 (6,200-6,900 vs ~5,500/s)
         config = dataclasses.replace(config, commit_writers=1)
@@ -187,7 +199,7 @@ def start_pool(sock: socket.socket, workers: int, spec_base: dict[str, Any]) -> 
             f"--workers: the shared flap table refuses this setting: {error}"
         ) from None
     metrics_dir = tempfile.mkdtemp(prefix="runbook-gateway-metrics-")
-    spec = WorkerSpec(**{**spec_base, "config": config, "flaps": flaps.handle()})
+    spec = WorkerSpec(ledger_url, config, prefect, uvicorn_options or {}, flaps.handle())
     pool = WorkerPool(sock, spec, flaps, metrics_dir)
     pool.start(workers)
     return pool

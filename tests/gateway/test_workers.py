@@ -210,10 +210,7 @@ def test_a_flap_setting_the_shared_table_cannot_hold_is_refused_before_any_worke
     try:
         sock.bind(("127.0.0.1", 0))
         with pytest.raises(ConfigError, match=r"--workers: .*changes must be 1\.\.8"):
-            start_pool(
-                sock, 2,
-                {"ledger_url": None, "config": config, "prefect": False, "uvicorn_options": {}},
-            )  # fmt: skip
+            start_pool(sock, 2, ledger_url=None, config=config, prefect=False)
         assert not multiprocessing.active_children()
     finally:
         sock.close()
