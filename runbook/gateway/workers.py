@@ -139,7 +139,8 @@ class WorkerPool:
             _forget_metrics(self.metrics_dir, proc.pid)
             self.procs.remove(proc)
             if proc.exitcode is not None and proc.exitcode < 0:
-                _free_orphaned_lock(self.flaps.handle())  # killed: maybe inside the flap table's lock
+                # killed by a signal: maybe inside the flap table's lock
+                _free_orphaned_lock(self.flaps.handle())
         self.start(len(dead))
         return len(dead)
 
