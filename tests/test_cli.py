@@ -159,6 +159,8 @@ def test_report_formats_count_the_ledger(ledger_url) -> None:
         (["bench", "scale", "--workers", "0"], "--workers"),
         (["bench", "scale", "--speed", "0"], "--speed"),
         (["bench", "ingest", "--connections", "1"], "--connections"),
+        (["bench", "ingest", "--workers", "0"], "--workers"),
+        (["bench", "ingest", "--workers", "17"], "--workers"),
     ],
 )
 def test_bench_bad_numbers_exit_2_naming_the_option(args: list[str], named: str) -> None:
