@@ -4,8 +4,11 @@ Work that every served run would otherwise repeat after the fork is done here on
 
 - the pydantic models Prefect defers are built (``PrefectBaseModel`` sets ``defer_build``, so each
   process builds a model's validator on its first use: the run's flow run, task runs, states ...);
-- what Prefect imports lazily on a run's path is imported (``fastapi.encoders``, which serializes
-  a subflow's parameters);
+- what Prefect and its libraries import lazily on a run's path is imported: ``fastapi.encoders``
+  (serializes a subflow's parameters); ``prefect.utilities.visualization``, which ``Flow.__call__``
+  imports on every subflow call and which imports graphviz (in a served run's profile this import
+  was the largest CPU cost from the parent's start to detect's first task); anyio's asyncio backend,
+  the sqlite3 driver, the idna codec and Prefect's suspension observers (py-spy of served runs);
 - matplotlib, which the RCA phase imports lazily to draw its chart (0.44 s of the RCA phase here);
 - the vendor clients' shared TLS context (loading the CA bundle: 23 ms) is built.
 
@@ -15,10 +18,15 @@ Nothing here opens a connection or starts a thread: the forkserver must stay saf
 from __future__ import annotations
 
 import contextlib
+import encodings.idna  # noqa: F401
+import sqlite3  # noqa: F401
 
-import fastapi.encoders  # noqa: F401 - imported for its side effect (see above)
+import anyio._backends._asyncio  # noqa: F401 - imported for its side effect (see above)
+import fastapi.encoders  # noqa: F401
 import matplotlib.backends.backend_agg  # noqa: F401 - what Figure.savefig draws with
 import matplotlib.figure  # noqa: F401
+import prefect._internal.observers  # noqa: F401
+import prefect.utilities.visualization  # noqa: F401
 from pydantic import BaseModel
 from pydantic._internal._mock_val_ser import MockValSer
 
