@@ -8,7 +8,8 @@ Work that every served run would otherwise repeat after the fork is done here on
   (serializes a subflow's parameters); ``prefect.utilities.visualization``, which ``Flow.__call__``
   imports on every subflow call and which imports graphviz (in a served run's profile this import
   was the largest CPU cost from the parent's start to detect's first task); anyio's asyncio backend,
-  the sqlite3 driver, the idna codec and Prefect's suspension observers (py-spy of served runs);
+  the sqlite3 driver, the idna codec, Prefect's suspension observers and rich's emoji table (py-spy
+  and ``-X importtime`` of served runs);
 - matplotlib, which the RCA phase imports lazily to draw its chart (0.44 s of the RCA phase here);
 - the vendor clients' shared TLS context (loading the CA bundle: 23 ms) is built.
 
@@ -27,6 +28,7 @@ import matplotlib.backends.backend_agg  # noqa: F401 - what Figure.savefig draws
 import matplotlib.figure  # noqa: F401
 import prefect._internal.observers  # noqa: F401
 import prefect.utilities.visualization  # noqa: F401
+import rich._emoji_codes  # noqa: F401
 from pydantic import BaseModel
 from pydantic._internal._mock_val_ser import MockValSer
 

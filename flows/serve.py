@@ -197,6 +197,9 @@ FORKSERVER_PRELOAD = [
     "flows.watch",
     "flows.reviews",
     "flows.digest",
+    # a forkserver child first runs the main module of `runbook serve` again (as __mp_main__, as
+    # every spawned child does): runbook.cli, which imports typer (~100 ms per run unless here)
+    "runbook.cli",
     "flows._preload",  # last: builds the models of everything above
 ]
 
