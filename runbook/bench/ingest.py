@@ -42,6 +42,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from runbook.bench.ingest_load import DEFAULT_CONNECTIONS, drive, free_port, wait_ready
+from runbook.bench.machine import reading as machine_reading
 from runbook.ledger import open_ledger
 from runbook.ledger.schema import alerts as alerts_table
 from runbook.ledger.schema import incidents as incidents_table
@@ -277,6 +278,7 @@ def main(
         figures["ratio"] = round(figures["alerts_per_s"] / am_rate, 3) if am_rate else None
     shutil.rmtree(tmp, ignore_errors=True)
     ok = result["errors"] == 0 and incidents == groups and stored == alerts
+    figures["machine"] = machine_reading()  # to compare figures across machines
     if json_out:
         print(json.dumps(figures))
     else:

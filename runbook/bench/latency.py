@@ -38,6 +38,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from runbook.bench.machine import reading as machine_reading
+
 TARGET_P95_S = 1.5
 ADMIN_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 STARTUP_TIMEOUT_S = 120
@@ -386,6 +388,7 @@ def main(alerts: int = 50, poll_s: float = 0.2, json_out: bool = False) -> int:
 
     out = run(alerts, poll_s)
     out["ok"] = out["p95_s"] <= TARGET_P95_S
+    out["machine"] = machine_reading()  # to compare figures across machines
     if json_out:
         print(json.dumps(out))
     else:

@@ -24,6 +24,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
+from runbook.bench.machine import reading as machine_reading
 from runbook.clients.postgres import PostgresClient
 from runbook.playbooks.db import plan_mitigation
 
@@ -183,6 +184,7 @@ def main(
         _cleanup(admin_dsn, db, [app_role, bot])
     ok = out["terminated"] == backends and out["seconds"] < out["target_seconds"]
     out["ok"] = ok
+    out["machine"] = machine_reading()  # to compare figures across machines
     if json_out:
         print(json.dumps(out))
     else:

@@ -45,6 +45,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from runbook.bench.machine import reading as machine_reading
+
 TARGET_RATIO = 1.3
 SPEED = 100.0
 
@@ -279,6 +281,7 @@ def main(latency_s: float = 0.2, json_out: bool = False) -> int:
     out["ok"] = bool(
         out["resolved"] and out["max_ratio"] is not None and out["max_ratio"] <= TARGET_RATIO
     )
+    out["machine"] = machine_reading()  # to compare figures across machines
     if json_out:
         print(json.dumps(out))
     else:

@@ -71,6 +71,7 @@ from pathlib import Path
 from typing import Any
 
 from runbook.bench.latency import ADMIN_DSN, bench_home, percentile
+from runbook.bench.machine import reading as machine_reading
 from runbook.bench.scale_cluster import (
     Setup,
     create_db,
@@ -410,6 +411,7 @@ def main(incidents: int = 100, workers: int = 2, speed: float = 100.0,
     why = verdict(out)
     out["ok"] = not why
     out["why"] = why
+    out["machine"] = machine_reading()  # to compare figures across machines
     (Path(out["folder"]) / "result.json").write_text(json.dumps(out, indent=1))
     if json_out:
         print(json.dumps(out))
