@@ -2,10 +2,10 @@
 
 Every bench's JSON carries ``machine`` so that figures taken on different machines (or on the same
 shared machine at different times) can be compared. The speed reading is the best of three timed
-runs of a fixed pure-Python loop, in millions of iterations per second: the benchmarks here are
-mostly CPU-bound Python (Prefect's engine and server, the gateway), so they scale with it. Measured
-on two machines of this project's kind (2 cores, 24 GiB): 5.5-7.7 on the slower, and about twice
-that on the faster, where ``bench latency`` took half the time.
+runs of a fixed pure-Python loop (local variables, in a function), in millions of iterations per
+second: the benchmarks here are mostly CPU-bound Python (Prefect's engine and server, the gateway),
+so they move with it. On one machine of this project's kind (2 cores, 24 GiB) it read 13-24 within
+the same hour, so a shared host's speed varies: read a bench's figures with its own reading.
 """
 
 from __future__ import annotations
