@@ -123,3 +123,35 @@ def test_racing_batches_of_the_same_deliveries_store_each_once(ledger: Ledger) -
         assert len({o.incident_id for o in outcomes}) == 1
     assert totals(ledger) == (5, 40, 40)
     assert len(ledger.outbox_claim(limit=100)) == 5
+
+
+@pytest.mark.timeout(60)
+def test_sqlite_writers_of_one_process_take_turns_instead_of_meeting_the_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second thread's write waits for the first one's commit and then succeeds, even when
+    SQLite's busy handler would give up at once (busy timeout 0): the writers of one process queue
+    on the ledger's own turn, never on the database file's lock."""
+    import runbook.ledger.engine as engine_module
+
+    monkeypatch.setattr(engine_module, "BUSY_TIMEOUT_S", 0)
+    ledger = open_ledger(f"sqlite:///{tmp_path / 'turns.db'}")
+    incident = ledger.declare_incident("turns", "P2", service="web")  # type: ignore[arg-type]
+    inside, release = threading.Event(), threading.Event()
+
+    def slow_write(conn: sa.Connection) -> None:
+        conn.execute(sa.update(incidents).values(title="held").where(incidents.c.id == incident.id))
+        inside.set()
+        assert release.wait(10), "the test never released the first write"
+
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(ledger._write, slow_write)
+        assert inside.wait(10)
+        second = pool.submit(ledger.add_event, incident.id, "note", "second writer")
+        assert not second.done()  # queued behind the open write, not failed
+        release.set()
+        first.result(10)
+        second.result(10)
+    notes = [e.message for e in ledger.timeline(incident.id) if e.kind == "note"]
+    assert notes == ["second writer"]
+    assert ledger.get_incident(incident.id).title == "held"
