@@ -118,15 +118,18 @@ async def read_block_documents(wanted: dict[str, str]) -> dict[str, BlockDocumen
     cost), and every run that `runbook serve` starts reads them again.
     """
     slugs = {key: BLOCK_TYPES[key].get_block_type_slug() for key in wanted}
+    names, types = sorted(set(wanted.values())), sorted(set(slugs.values()))
     async with get_client() as client:
         response = await client.request(
             "POST",
             "/block_documents/filter",
             json={
-                "block_documents": {"name": {"any_": sorted(set(wanted.values()))}},
-                "block_types": {"slug": {"any_": sorted(set(slugs.values()))}},
+                "block_documents": {"name": {"any_": names}},
+                "block_types": {"slug": {"any_": types}},
                 "include_secrets": True,
-                "limit": 2 * len(BLOCK_TYPES),
+                # every (type, name) pair may exist, wanted or not (a Slack block named
+                # "production" when only the Vercel one is wanted): room for all of them
+                "limit": len(names) * len(types),
             },
         )
     found = {

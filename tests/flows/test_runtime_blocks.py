@@ -75,3 +75,21 @@ def test_every_system_switched_off_reads_nothing(
     loaded = _load(_off())
     assert loaded.blocks == {}
     assert set(loaded.missing) == set(Systems.model_fields)
+
+
+def test_blocks_of_other_types_under_the_wanted_names_do_not_crowd_out_the_wanted_ones(
+    prefect_api: str,
+) -> None:
+    """Three names, each saved for all three types (nine documents match the filter): each system
+    gets its own type's block under its own name."""
+    names = [f"rt-{uuid.uuid4().hex[:8]}" for _ in range(3)]
+    for n, name in enumerate(names):
+        Slack(bot_token=SecretStr(f"xoxb-{n}"), channel=f"#c{n}").save(name)
+        PagerDuty(routing_key=SecretStr(f"{n}" * 32)).save(name)
+        Statuspage(api_key=SecretStr(f"sp-{n}"), page_id=f"page{n}").save(name)
+
+    loaded = _load(_off(slack=names[0], pagerduty=names[1], statuspage=names[2]))
+
+    assert loaded.get("slack").channel == "#c0"
+    assert loaded.get("pagerduty").routing_key.get_secret_value() == "1" * 32
+    assert loaded.get("statuspage").page_id == "page2"
