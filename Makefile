@@ -4,6 +4,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# what `make demo` needs: the package without its dev extras (pytest, mypy, playwright ...): ~90 s
+# instead of ~113 s on a fresh clone here, of the demo's 3-minute budget
+RUNTIME_STAMP := $(VENV)/.installed-runtime
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
 
@@ -12,7 +15,12 @@ export DO_NOT_TRACK ?= 1
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
-	@touch $(STAMP)
+	@touch $(STAMP) $(RUNTIME_STAMP)
+
+$(RUNTIME_STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e .
+	@touch $(RUNTIME_STAMP)
 
 install: $(STAMP)
 
@@ -28,7 +36,7 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-demo: $(STAMP)
+demo: $(RUNTIME_STAMP)
 	RUNBOOK_HOME=$${RUNBOOK_HOME:-$(CURDIR)/.runbook} $(BIN)/runbook drill
 
 # Every benchmark, one JSON object each, into bench-results/ (gitignored); minutes, not seconds. A
