@@ -11,6 +11,7 @@ from prefect import flow
 from flows.common import attempt, note_skips, skip
 from flows.report import PhaseReport, publish
 from flows.runtime import Options, Runtime, build_runtime
+from runbook.clock import utcnow
 from runbook.models import Incident, Phase
 from runbook.playbooks.diagnosis import TriageFindings, diagnose
 from runbook.thresholds import reading_values
@@ -54,7 +55,10 @@ async def gather_evidence(rt: Runtime, inc: Incident, report: PhaseReport) -> di
     alerts = await asyncio.to_thread(rt.ledger.alerts_for, inc.id)
     starts = [a.started_at for a in alerts if a.started_at is not None]
     began = min(starts) if starts else inc.detected_at - timedelta(minutes=LOOKBACK_MIN)
-    window_min = max(0.5, (rt.now() - began).total_seconds() / 60)
+    # the logs are stamped by the wall clock, so the window is wall time since the trouble began;
+    # the run's clock (compressed in a drill: 100x) would stretch it far before the fault, where the
+    # few rows after it (the 429s of an auth failure) drown among healthy ones
+    window_min = max(0.5, (utcnow() - began).total_seconds() / 60)
     if sys.get("app") is not None and sys.get("app").metrics_url:
         steps["metrics"] = measure_metrics(sys.get("app"), max(0.3, METRICS_WINDOW_S / rt.speed))
     else:

@@ -146,3 +146,20 @@ def test_bad_deploy_drill_end_to_end(prefect_api, tmp_path, monkeypatch) -> None
     assert channels["slack"] >= 1 and channels["pagerduty"] >= 1
     assert Path(report["rca_path"]).is_file()
     assert 0 < report["alert_to_first_action_s"] < report["time_to_mitigate_s"] + 5
+
+
+@pytest.mark.timeout(240)
+def test_auth_failure_drill_raises_the_rate_limits_and_is_verified(
+    prefect_api, tmp_path, monkeypatch
+) -> None:
+    """The auth-failure drill: triage reads the auth logs since the fault began (wall time, as the
+    logs are stamped), sees the 429s dominate, and the mitigation raises the auth rate limits; the
+    incident is mitigated and verified, exit 0. (It used to hinge on one or two log rows.)"""
+    monkeypatch.setenv("RUNBOOK_HOME", str(tmp_path / "home"))
+    report_path = tmp_path / "drill.json"
+    result = runner.invoke(app, ["drill", "--scenario", "auth-failure", "--json", str(report_path)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(report_path.read_text())
+    assert report["mitigated"] is True and report["verified"] is True
+    raised = [a for a in report["actions"] if a["kind"] == "raise_auth_rate_limits"]
+    assert len(raised) == 1 and raised[0]["status"] == "applied"
