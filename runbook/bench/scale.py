@@ -286,7 +286,9 @@ async def cancel_unfinished(incident_ids: Iterable[int]) -> None:
 
 
 @contextlib.contextmanager
-def running(folder: Path, speed: float, workers: int, limit: int) -> Iterator[Setup]:
+def running(
+    folder: Path, speed: float, workers: int, limit: int, forked: bool = True
+) -> Iterator[Setup]:
     """Start everything; on the way out (errors and Ctrl-C too) stop it all and drop the databases."""
     import prefect.settings as ps
     from pydantic import SecretStr
@@ -297,7 +299,7 @@ def running(folder: Path, speed: float, workers: int, limit: int) -> Iterator[Se
     from runbook.ledger import open_ledger
     from runbook.sandbox.server import serve_in_thread
 
-    setup = Setup(folder=folder, speed=speed)
+    setup = Setup(folder=folder, speed=speed, forked=forked)
     default = resources.files("runbook").joinpath("default_policy.toml").read_text("utf-8")
     setup.policy_path.write_text(bench_policy_text(tomllib.loads(default).get("actions", {})))
     try:
@@ -335,7 +337,7 @@ def running(folder: Path, speed: float, workers: int, limit: int) -> Iterator[Se
 
 
 def run(incidents: int = 100, workers: int = 2, speed: float = 100.0,
-        limit: int = DEFAULT_LIMIT) -> dict[str, Any]:  # fmt: skip
+        limit: int = DEFAULT_LIMIT, forked: bool = True) -> dict[str, Any]:  # fmt: skip
     """Set everything up, run one incident alone, then the storm; tear everything down.
 
     Returns:
@@ -344,7 +346,7 @@ def run(incidents: int = 100, workers: int = 2, speed: float = 100.0,
     folder = bench_home() / f"scale-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:4]}"
     folder.mkdir()
     t0 = time.monotonic()
-    with running(folder, speed, workers, limit) as setup:
+    with running(folder, speed, workers, limit, forked) as setup:
         ready_s = time.monotonic() - t0
         single_bodies = asyncio.run(add_worlds(setup, [0]))
         single_opened = asyncio.run(storm(setup, single_bodies))
@@ -369,6 +371,7 @@ def run(incidents: int = 100, workers: int = 2, speed: float = 100.0,
         "p95_run_running_s": _p95(stages["running"]),
         "server_db": "postgresql",
         "workers": workers,
+        "worker_command": "runbook worker (runs forked)" if forked else "prefect worker start",
         "limit_per_worker": limit,
         "speed": speed,
         "wall_s": round(wall_s, 1),
@@ -388,23 +391,26 @@ def _p95(values: Sequence[float]) -> float | None:
 
 
 def main(incidents: int = 100, workers: int = 2, speed: float = 100.0,
-         limit: int = DEFAULT_LIMIT, json_out: bool = False) -> int:  # fmt: skip
+         limit: int = DEFAULT_LIMIT, json_out: bool = False, forked: bool = True) -> int:  # fmt: skip
     """Run the benchmark once and print its figures.
 
     Args:
         incidents: distinct incidents in the storm.
-        workers: ``prefect worker start`` processes on the pool.
+        workers: worker processes on the pool.
         speed: the incidents' clock compression (``Options.speed``).
         limit: concurrent flow runs per worker (``--limit``).
         json_out: print one JSON object (``incidents``, ``resolved``, ``duplicate_side_effects``,
             ``p95_ttm_s``, ``single_ttm_s``, ``server_db``, ``ratio`` ...).
+        forked: workers are ``runbook worker`` (runs forked from a preloaded server, the
+            deployment's ``command`` is ``python -m runbook.forkrun``); False: ``prefect worker
+            start`` and Prefect's own command (a new interpreter per run).
 
     Returns:
         0 when every incident resolved, no side effect happened twice and p95 TTM is within 2x
         the single incident's; 1 otherwise (the reasons are printed).
     """
     try:
-        out = run(incidents, workers, speed, limit)
+        out = run(incidents, workers, speed, limit, forked)
     except RuntimeError as exc:  # a setup step failed; everything started is stopped by now
         print(f"bench scale: {exc}", file=sys.stderr)
         return 1

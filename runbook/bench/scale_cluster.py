@@ -52,6 +52,7 @@ class Setup:
 
     folder: Path
     speed: float
+    forked: bool = True  # `runbook worker` and forkrun runs; False: plain `prefect worker start`
     dbs: list[str] = field(default_factory=list)
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     servers: list[Any] = field(default_factory=list)
@@ -92,10 +93,12 @@ def _env(setup: Setup, **extra: str) -> dict[str, str]:
     }
 
 
-def _spawn(setup: Setup, args: list[str], log: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+def _spawn(
+    setup: Setup, args: list[str], log: str, env: dict[str, str], program: str = "prefect"
+) -> subprocess.Popen[bytes]:
     with (setup.folder / log).open("wb") as out:
-        proc = subprocess.Popen(  # noqa: S603 - our own interpreter's prefect, our arguments
-            [str(Path(sys.executable).parent / "prefect"), *args],
+        proc = subprocess.Popen(  # noqa: S603 - our own interpreter's prefect/runbook, our arguments
+            [str(Path(sys.executable).parent / program), *args],
             env=env,
             cwd=setup.folder,
             stdout=out,
@@ -165,7 +168,7 @@ def start_workers(setup: Setup, workers: int, limit: int) -> str:
     )  # fmt: skip
     if made.returncode != 0:
         raise RuntimeError(f"prefect work-pool create failed: {made.stderr[-500:]}")
-    _deploy(pool)
+    _deploy(pool, setup.forked)
     worker_env = _env(
         setup,
         RUNBOOK_HOME=str(setup.folder),
@@ -175,22 +178,28 @@ def start_workers(setup: Setup, workers: int, limit: int) -> str:
         PREFECT_LOGGING_LEVEL="WARNING",
     )
     for i in range(workers):
-        _spawn(setup, ["worker", "start", "--pool", pool, "--limit", str(limit),
-                       "--name", f"{pool}-w{i}"], f"worker-{i}.log", worker_env)  # fmt: skip
+        if setup.forked:  # `runbook worker`: a fork server next to `prefect worker start`
+            _spawn(setup, ["worker", "--pool", pool, "--limit", str(limit), "--name",
+                           f"{pool}-w{i}"], f"worker-{i}.log", worker_env, "runbook")  # fmt: skip
+        else:
+            _spawn(setup, ["worker", "start", "--pool", pool, "--limit", str(limit),
+                           "--name", f"{pool}-w{i}"], f"worker-{i}.log", worker_env)  # fmt: skip
     asyncio.run(_wait_workers(setup, pool, workers))
     return pool
 
 
-def _deploy(pool: str) -> None:
+def _deploy(pool: str, forked: bool) -> None:
     from prefect.deployments.runner import EntrypointType
 
     from flows.incident import incident_response
+    from flows.worker import FORKRUN_COMMAND
 
     dep = incident_response.to_deployment(  # type: ignore[call-arg]
         name="runbook",
         work_pool_name=pool,
         entrypoint_type=EntrypointType.MODULE_PATH,
         tags=["runbook", "incident", "bench-scale"],
+        job_variables={"command": FORKRUN_COMMAND} if forked else {},
         _sync=True,
     )
     dep.apply(work_pool_name=pool, _sync=True)  # type: ignore[call-arg, union-attr]

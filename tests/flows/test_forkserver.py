@@ -1,0 +1,172 @@
+"""The fork server and its client (flows/forkserver.py, runbook/forkrun.py, flows/worker.py).
+
+The server runs ``tests/flows/forkrun_probe.py`` instead of ``prefect.engine`` here (it reports what
+the child was given and acts on PROBE_MODE); ``tests/bench/test_scale.py`` runs real incidents
+through ``runbook worker`` and forked runs end to end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from flows.worker import FORKRUN_COMMAND, wait_ready, worker_command, worker_env
+from runbook.forkrun import ENV_SOCKET
+
+HERE = Path(__file__).parent
+ROOT = HERE.parent.parent
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PROBE_", ENV_SOCKET))}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(HERE)])
+    return env | extra
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A fork server running the probe module, on a socket in tmp_path."""
+    path = str(tmp_path / "sock")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flows.forkserver", "--socket", path, "--module",
+         "forkrun_probe", "--no-preload", "--grace", "5"],
+        env=_env(), stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_ready(path, proc, timeout_s=60)
+        yield path, proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(30)
+
+
+def _client(path: str, *args: str, cwd: Path, **env: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "runbook.forkrun", *args],
+        env=_env(**{ENV_SOCKET: path}, **env), cwd=cwd, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+
+
+def _wait_for(check, timeout_s: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_the_child_gets_the_clients_arguments_env_directory_and_streams(server, tmp_path) -> None:
+    """What the child runs sees the client's argv, cwd and environment (Prefect's settings rebuilt
+    from it), writes to the client's own stdout/stderr, and its exit code is the client's."""
+    path, _ = server
+    client = _client(path, "run-id", "x", cwd=tmp_path, PROBE_MODE="exit:3", PROBE_A="1",
+                     PREFECT_API_URL="http://127.0.0.1:9/api")  # fmt: skip
+    out, err = client.communicate(timeout=60)
+    assert client.returncode == 3
+    seen = json.loads(out.splitlines()[0])
+    assert seen["argv"] == ["run-id", "x"]
+    assert seen["cwd"] == str(tmp_path)
+    assert seen["env"] == {"PROBE_MODE": "exit:3", "PROBE_A": "1"}
+    assert seen["api_url"] == "http://127.0.0.1:9/api"
+    assert seen["pid"] != client.pid
+    assert "to stderr" in err
+
+
+def test_a_signal_to_the_client_reaches_the_child(server, tmp_path) -> None:
+    """SIGTERM (how a worker cancels a run) is forwarded; the child's exit code comes back."""
+    path, _ = server
+    pidfile = tmp_path / "pid"
+    client = _client(path, cwd=tmp_path, PROBE_MODE="wait", PROBE_PIDFILE=str(pidfile))
+    _wait_for(lambda: pidfile.exists() and pidfile.read_text())
+    client.send_signal(signal.SIGTERM)
+    out, _ = client.communicate(timeout=30)
+    assert "got SIGTERM" in out
+    assert client.returncode == 7
+
+
+def test_a_killed_client_takes_its_child_down(server, tmp_path) -> None:
+    """A client killed outright (SIGKILL) cannot forward anything: the server ends the child."""
+    path, _ = server
+    pidfile = tmp_path / "pid"
+    client = _client(path, cwd=tmp_path, PROBE_MODE="wait", PROBE_PIDFILE=str(pidfile))
+    _wait_for(lambda: pidfile.exists() and pidfile.read_text())
+    child = int(pidfile.read_text())
+    client.kill()
+    client.wait(10)
+    _wait_for(lambda: not _alive(child))
+
+
+def test_a_bad_request_is_refused_and_the_server_keeps_serving(server, tmp_path) -> None:
+    """A connection that sends no file descriptors gets an error line; the next client is served."""
+    path, proc = server
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as bad:
+        bad.connect(path)
+        bad.sendall(b"\x00\x00\x00\x02{}")
+        answer = bad.makefile("rb").readline()
+    assert b"3 file descriptors" in answer
+    client = _client(path, cwd=tmp_path, PROBE_MODE="exit:0")
+    client.communicate(timeout=60)
+    assert client.returncode == 0 and proc.poll() is None
+
+
+def test_stopping_the_server_ends_its_children_and_removes_the_socket(server, tmp_path) -> None:
+    """SIGTERM to the server: each running child gets SIGTERM, its client its exit code."""
+    path, proc = server
+    pidfile = tmp_path / "pid"
+    client = _client(path, cwd=tmp_path, PROBE_MODE="wait", PROBE_PIDFILE=str(pidfile))
+    _wait_for(lambda: pidfile.exists() and pidfile.read_text())
+    proc.terminate()
+    assert proc.wait(30) == 0
+    client.communicate(timeout=30)
+    assert client.returncode == 7
+    assert not Path(path).exists()
+
+
+def test_without_a_server_the_client_runs_prefects_engine_itself(tmp_path) -> None:
+    """No server on the socket: the client says so and becomes `python -m prefect.engine` (which
+    here rejects the bad flow-run id, proving it ran)."""
+    client = _client(str(tmp_path / "none"), "not-a-uuid", cwd=tmp_path)
+    _, err = client.communicate(timeout=120)
+    assert "no fork server at" in err
+    assert "Invalid flow run id" in err
+    assert client.returncode == 1
+
+
+def test_the_worker_finds_the_server_and_this_interpreter() -> None:
+    """`runbook worker`'s prefect worker gets the socket and this installation's bin first on
+    PATH, so the deployments' `python -m runbook.forkrun` is this Python."""
+    env = worker_env("/run/x/sock", {"PATH": "/usr/bin"})
+    assert env[ENV_SOCKET] == "/run/x/sock"
+    assert env["PATH"].split(os.pathsep) == [str(Path(sys.executable).parent), "/usr/bin"]
+    assert FORKRUN_COMMAND == "python -m runbook.forkrun"
+    cmd = worker_command("runbook", 4, ["--name", "w1"])
+    assert cmd[1:] == ["worker", "start", "--pool", "runbook", "--type", "process",
+                       "--limit", "4", "--name", "w1"]  # fmt: skip
+
+
+def test_runbook_worker_refuses_a_limit_below_one() -> None:
+    """Bad input exits 2 with a sentence, before anything starts."""
+    done = subprocess.run(
+        [sys.executable, "-m", "runbook.cli", "worker", "--limit", "0"],
+        capture_output=True, text=True, timeout=120, env=_env(),
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "--limit must be at least 1" in done.stderr
