@@ -229,6 +229,7 @@ class ForkServer:
         for target, fd in enumerate(fds):
             os.dup2(fd, target)
         os.chdir(request["cwd"])
+        sys.path[0] = request["cwd"]  # as `python -m` puts the working directory first
         os.environ.clear()
         os.environ.update({str(k): str(v) for k, v in request["env"].items()})
         signal.signal(signal.SIGINT, signal.default_int_handler)

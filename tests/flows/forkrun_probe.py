@@ -30,6 +30,7 @@ if __name__ == "__main__":
                 "env": {k: v for k, v in os.environ.items() if k.startswith("PROBE_")},
                 "api_url": get_current_settings().api.url,
                 "pid": os.getpid(),
+                "path0": sys.path[0],
             }
         ),
         flush=True,

@@ -84,6 +84,7 @@ def test_the_child_gets_the_clients_arguments_env_directory_and_streams(server, 
     seen = json.loads(out.splitlines()[0])
     assert seen["argv"] == ["run-id", "x"]
     assert seen["cwd"] == str(tmp_path)
+    assert seen["path0"] == str(tmp_path)  # imports look in the working directory first
     assert seen["env"] == {"PROBE_MODE": "exit:3", "PROBE_A": "1"}
     assert seen["api_url"] == "http://127.0.0.1:9/api"
     assert seen["pid"] != client.pid
