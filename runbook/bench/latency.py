@@ -141,8 +141,11 @@ def private_prefect_api(folder: Path, admin_dsn: str | None = ADMIN_DSN) -> Iter
             _drop_pg_database(admin_dsn, pg_db)
 
 
-def _create_pg_database(admin_dsn: str, prefix: str = "runbook_bench_prefect") -> str | None:
-    """A fresh database named ``<prefix>_<random>``, or None when PostgreSQL does not answer."""
+def _create_pg_database(
+    admin_dsn: str, prefix: str = "runbook_bench_prefect", errors: list[str] | None = None
+) -> str | None:
+    """A fresh database named ``<prefix>_<random>``, or None when PostgreSQL does not answer (or
+    refuses: no free connection slot ...); PostgreSQL's reason is appended to ``errors``."""
     import psycopg
     from psycopg import sql
 
@@ -150,7 +153,11 @@ def _create_pg_database(admin_dsn: str, prefix: str = "runbook_bench_prefect") -
     try:
         with psycopg.connect(admin_dsn, autocommit=True, connect_timeout=3) as conn:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    except psycopg.Error:
+    except psycopg.Error as exc:
+        if errors is not None:
+            errors.append(
+                str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            )
         return None
     return name
 

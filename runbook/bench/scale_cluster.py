@@ -72,11 +72,12 @@ class Setup:
 def create_db(prefix: str) -> str:
     from runbook.bench.latency import _create_pg_database
 
-    name = _create_pg_database(ADMIN_DSN, prefix)
+    errors: list[str] = []
+    name = _create_pg_database(ADMIN_DSN, prefix, errors)
     if name is None:
         raise RuntimeError(
             "bench scale needs the PostgreSQL at 127.0.0.1:5432 (user postgres, trust auth) for "
-            "the Prefect server and the ledger"
+            f"the Prefect server and the ledger; creating a database failed: {errors[0]}"
         )
     return name
 

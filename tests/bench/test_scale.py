@@ -128,6 +128,18 @@ def test_bench_policy_keeps_the_drill_overlay_and_drops_the_rollback_interval(tm
     assert policy.actions["terminate_backends"].min_interval.total_seconds() > 0
 
 
+def test_a_database_that_cannot_be_created_is_reported_with_postgresqls_reason(monkeypatch) -> None:
+    """No PostgreSQL where the bench looks: the error names it and says what PostgreSQL answered."""
+    import runbook.bench.scale_cluster as cluster
+
+    monkeypatch.setattr(cluster, "ADMIN_DSN", "host=127.0.0.1 port=1 user=postgres dbname=postgres")
+    with pytest.raises(RuntimeError) as caught:
+        cluster.create_db("runbook_scale_test")
+    message = str(caught.value)
+    assert "127.0.0.1:5432" in message and "creating a database failed: " in message
+    assert "port 1" in message or "refused" in message.lower()
+
+
 @pytest.mark.postgres
 @pytest.mark.timeout(300)
 def test_small_storm_on_a_real_server_and_two_workers(tmp_path) -> None:
