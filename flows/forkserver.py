@@ -11,7 +11,8 @@ client's signals to the child and, when the child ends, its exit status to the c
 One thread, one ``selectors`` loop: the listening socket, every client connection and a wake-up
 pipe for SIGCHLD. Nothing here starts a thread or opens a connection before forking. A client whose
 connection closes before its child ended (it was killed) gets its child a SIGTERM, so Prefect's
-engine marks the run as it does for a terminated process. SIGTERM or SIGINT to the server stops
+engine marks the run as it does for a terminated process; on Linux a child whose server dies gets a
+SIGTERM too (``PR_SET_PDEATHSIG``), and its client reports the run as failed. SIGTERM or SIGINT to the server stops
 accepting, sends SIGTERM to the children still running, waits up to ``--grace`` seconds for them,
 then exits.
 """
@@ -119,6 +120,13 @@ class ForkServer:
             return
         try:
             client.pid = self._fork(request, fds, conn)
+        except (
+            OSError
+        ) as exc:  # no fork (out of processes or memory): this run fails, not the server
+            with contextlib.suppress(OSError):
+                conn.sendall(encode({"error": f"fork failed: {exc}"}))
+            conn.close()
+            return
         finally:
             for fd in fds:
                 os.close(fd)
@@ -217,6 +225,7 @@ class ForkServer:
             os._exit(code)
 
     def _become_child(self, request: dict[str, Any], fds: list[int], conn: socket.socket) -> None:
+        _die_with_parent()
         signal.set_wakeup_fd(-1)
         for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, signal.SIG_DFL)
@@ -233,6 +242,16 @@ class ForkServer:
         os.environ.clear()
         os.environ.update({str(k): str(v) for k, v in request["env"].items()})
         signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGTERM this child if the server dies (its client then reports the run as failed),
+    instead of leaving a run nobody waits for."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def run_engine(module: str, argv: list[str]) -> int:

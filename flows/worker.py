@@ -98,7 +98,12 @@ def main(pool: str, limit: int | None = None, extra: Sequence[str] = ()) -> int:
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        wait_ready(path, server)
+        try:
+            wait_ready(path, server)
+        except RuntimeError:
+            if stop_signal:  # stopped while it started: not an error
+                return 128 + stop_signal[0]
+            raise
         if stop_signal:
             return 128 + stop_signal[0]
         worker = subprocess.Popen(  # noqa: S603 - our own interpreter's prefect

@@ -12,10 +12,11 @@ then replaces every connection of the pool).
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from sqlalchemy import event, exc
 from sqlalchemy.engine import URL, Engine
 from sqlalchemy.pool import StaticPool
 
-from runbook.errors import LedgerPermanentError, LedgerUnavailableError
+from runbook.errors import ConfigError, LedgerPermanentError, LedgerUnavailableError
 from runbook.ledger.url import ENV_URL, is_sqlite, location
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -37,6 +38,42 @@ BUSY_TIMEOUT_S = 30
 STATEMENT_TIMEOUT_MS = 30_000
 CONNECT_TIMEOUT_S = 5
 PING_IDLE_S = 1.0
+# PostgreSQL connections one process may hold: the pool, and how many more it opens under load. Every
+# flow-run process and gateway worker has its own pool, so their sum must stay under the server's
+# max_connections (100 by default; a storm of 40 runs at 15 each exhausted it): lower these for the
+# workers' runs, or put PgBouncer in front.
+ENV_POOL_SIZE = "RUNBOOK_LEDGER_POOL_SIZE"
+ENV_MAX_OVERFLOW = "RUNBOOK_LEDGER_MAX_OVERFLOW"
+DEFAULT_POOL_SIZE = 5
+DEFAULT_MAX_OVERFLOW = 10
+
+
+def pool_limits(env: Mapping[str, str] | None = None) -> tuple[int, int]:
+    """(pool_size, max_overflow) for a PostgreSQL ledger, from the environment or the defaults.
+
+    Raises:
+        ConfigError: a variable is not a whole number (pool size at least 1, overflow at least 0).
+    """
+    env = os.environ if env is None else env
+    out = []
+    for name, default, least in (
+        (ENV_POOL_SIZE, DEFAULT_POOL_SIZE, 1),
+        (ENV_MAX_OVERFLOW, DEFAULT_MAX_OVERFLOW, 0),
+    ):
+        raw = env.get(name, "").strip()
+        if not raw:
+            out.append(default)
+            continue
+        try:
+            value = int(raw)
+        except ValueError:
+            value = least - 1
+        if value < least:
+            raise ConfigError(f"{name} must be a whole number of at least {least}, not {raw!r}")
+        out.append(value)
+    return out[0], out[1]
+
+
 # any fixed 64-bit number: every process migrating this ledger takes the same lock
 MIGRATION_LOCK_ID = 0x52554E424F4F4B  # "RUNBOOK"
 # execution option: a read-only SQLite transaction starts with a plain (deferred) BEGIN
@@ -64,8 +101,13 @@ def create_ledger_engine(url: URL) -> Engine:
         connect_args["options"] = (
             f"-c statement_timeout={STATEMENT_TIMEOUT_MS} -c plan_cache_mode=force_custom_plan"
         )
+    pool_size, max_overflow = pool_limits()
     engine = sa.create_engine(
-        url, pool_size=5, max_overflow=10, pool_recycle=1800, connect_args=connect_args
+        url,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        pool_recycle=1800,
+        connect_args=connect_args,
     )
 
     @event.listens_for(engine, "checkin")

@@ -66,11 +66,12 @@ def _wait_for(check, timeout_s: float = 20.0) -> None:  # type: ignore[no-untype
 
 
 def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for whoever adopted it to reap it has ended)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
         return False
-    return True
+    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
 
 
 def test_the_child_gets_the_clients_arguments_env_directory_and_streams(server, tmp_path) -> None:
@@ -139,6 +140,24 @@ def test_stopping_the_server_ends_its_children_and_removes_the_socket(server, tm
     client.communicate(timeout=30)
     assert client.returncode == 7
     assert not Path(path).exists()
+
+
+def test_a_server_that_dies_takes_its_children_down_and_their_clients_fail(
+    server, tmp_path
+) -> None:
+    """SIGKILL to the server (it cannot clean up): each child gets SIGTERM from the kernel
+    (PR_SET_PDEATHSIG) and its client exits 1, saying the server went away."""
+    path, proc = server
+    pidfile = tmp_path / "pid"
+    client = _client(path, cwd=tmp_path, PROBE_MODE="wait", PROBE_PIDFILE=str(pidfile))
+    _wait_for(lambda: pidfile.exists() and pidfile.read_text())
+    child = int(pidfile.read_text())
+    proc.kill()
+    proc.wait(10)
+    _, err = client.communicate(timeout=30)
+    assert client.returncode == 1
+    assert "closed the connection before the run ended" in err
+    _wait_for(lambda: not _alive(child))
 
 
 def test_without_a_server_the_client_runs_prefects_engine_itself(tmp_path) -> None:

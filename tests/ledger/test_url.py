@@ -76,3 +76,36 @@ def test_unparseable_url_is_a_config_error_without_echo() -> None:
     with pytest.raises(ConfigError) as caught:
         resolve_url("not a url with s3cret")
     assert "s3cret" not in str(caught.value) and "RUNBOOK_LEDGER_URL" in str(caught.value)
+
+
+def test_postgres_pool_limits_come_from_the_environment(monkeypatch) -> None:
+    """RUNBOOK_LEDGER_POOL_SIZE / _MAX_OVERFLOW size a PostgreSQL ledger's pool (15 connections a
+    process by default); building the engine connects nothing."""
+    from sqlalchemy.engine import make_url
+
+    from runbook.ledger.engine import create_ledger_engine
+
+    url = make_url("postgresql+psycopg://postgres@127.0.0.1:5432/none")
+    default = create_ledger_engine(url)
+    assert (default.pool.size(), default.pool._max_overflow) == (5, 10)  # type: ignore[attr-defined]
+    monkeypatch.setenv("RUNBOOK_LEDGER_POOL_SIZE", "2")
+    monkeypatch.setenv("RUNBOOK_LEDGER_MAX_OVERFLOW", "0")
+    small = create_ledger_engine(url)
+    assert (small.pool.size(), small.pool._max_overflow) == (2, 0)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("RUNBOOK_LEDGER_POOL_SIZE", "0"), ("RUNBOOK_LEDGER_POOL_SIZE", "many"),
+     ("RUNBOOK_LEDGER_MAX_OVERFLOW", "-1")],
+)  # fmt: skip
+def test_a_bad_pool_limit_is_a_config_error_naming_the_variable(monkeypatch, name, value) -> None:
+    """A pool size below 1, an overflow below 0 or a non-number is refused with the variable named."""
+    from sqlalchemy.engine import make_url
+
+    from runbook.errors import ConfigError
+    from runbook.ledger.engine import create_ledger_engine
+
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=name):
+        create_ledger_engine(make_url("postgresql+psycopg://postgres@127.0.0.1:5432/none"))
