@@ -3,10 +3,10 @@
 The layout is the production one, on one machine, everything fresh and private to the run:
 
 1. ``prefect server start`` (a subprocess, UI off) on a fresh PostgreSQL database;
-2. a ``process`` work pool and ``--workers`` separate ``prefect worker start --pool P --limit L``
-   processes; the ``incident-response/runbook`` deployment is registered on that pool (module
-   entrypoint, so a run imports the installed project wherever the worker runs it), and every flow
-   run is a subprocess of one of the workers;
+2. a ``process`` work pool and ``--workers`` separate ``runbook worker --pool P --limit L``
+   processes (see Workers below); the ``incident-response/runbook`` deployment is registered on that
+   pool (module entrypoint, so a run imports the installed project wherever the worker runs it), and
+   every flow run is a process of one of the workers;
 3. the ledger on another fresh PostgreSQL database, shared by the gateway (this process) and the
    flow runs (``RUNBOOK_LEDGER_URL``; no password in it, trust auth);
 4. the alert gateway in this process (uvicorn in a thread) with a bearer token, and its outbox
@@ -42,15 +42,20 @@ check itself). TTM per incident is ``runbook.timings``'s ``ttm_s`` (from detecti
 gateway storing the alert, to ``mitigated_at``). The single-incident TTM is measured first, alone,
 on the same server, workers and gateway, then the storm runs.
 
-**Worker limit.** A process-worker run is a new Python process that imports Prefect and the flows:
-about 2 s of CPU on this machine before the incident's first step. Unlimited, two workers would
-start a hundred of them at once on 2 cores and every incident would wait minutes for its imports;
-``--limit`` (default 5 per worker, so 10 runs at once) keeps the machine busy while runs wait on
-the policy's compressed pauses, and queues the rest in Prefect, which is the honest picture of a
-storm larger than the fleet. The review deployment is not registered: the reminders it would run
-(+24 h at 100x is 14 min later) are not part of the storm.
+**Workers.** By default each worker is ``runbook worker``: ``prefect worker start`` next to a fork
+server that has imported prefect and the flows, and the deployment's job variable ``command`` is
+``python -m runbook.forkrun``, so a run is a fork (``flows/forkserver.py``). ``--no-fork`` runs plain
+``prefect worker start`` with Prefect's own command: a workspace supervisor process that execs ``python
+-m prefect.engine``, importing prefect twice (~6 s of CPU per run on this machine).
 
-Usage: ``runbook bench scale [--incidents 100] [--workers 2] [--speed 100] [--limit 5] [--json]``
+**Worker limit.** ``--limit`` (default 5 per worker, so 10 runs at once) keeps the machine busy while
+runs wait on the policy's compressed pauses, and queues the rest in Prefect, which is the honest
+picture of a storm larger than the fleet. It is also bounded by the ledger's PostgreSQL: each run
+process may hold ``RUNBOOK_LEDGER_POOL_SIZE`` + ``RUNBOOK_LEDGER_MAX_OVERFLOW`` connections (15 by
+default), and 40 runs at once exhausted the shared server's 100. The review deployment is not
+registered: the reminders it would run (+24 h at 100x is 14 min later) are not part of the storm.
+
+Usage: ``runbook bench scale [--incidents 100] [--workers 2] [--speed 100] [--limit 5] [--no-fork] [--json]``
 """
 
 from __future__ import annotations
