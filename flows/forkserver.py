@@ -120,9 +120,8 @@ class ForkServer:
             return
         try:
             client.pid = self._fork(request, fds, conn)
-        except (
-            OSError
-        ) as exc:  # no fork (out of processes or memory): this run fails, not the server
+        except OSError as exc:
+            # no fork (out of processes or memory): this run fails, not the server
             with contextlib.suppress(OSError):
                 conn.sendall(encode({"error": f"fork failed: {exc}"}))
             conn.close()
@@ -163,7 +162,13 @@ class ForkServer:
         while self.children:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
+            except ChildProcessError:  # none left to wait for: whatever is still listed is gone
+                for gone in list(self.children.values()):
+                    with contextlib.suppress(OSError):
+                        gone.conn.setblocking(True)
+                        gone.conn.sendall(encode({"exit": 1}))
+                    self._forget(gone)
+                self.children.clear()
                 return
             if pid == 0:
                 return

@@ -20,6 +20,7 @@ from typing import Any
 
 from runbook.bench.ingest_load import free_port
 from runbook.bench.latency import ADMIN_DSN
+from runbook.ledger.engine import ENV_MAX_OVERFLOW, ENV_POOL_SIZE
 
 # --- the setup ------------------------------------------------------------------------------------
 
@@ -177,6 +178,8 @@ def start_workers(setup: Setup, workers: int, limit: int) -> str:
         RUNBOOK_POLICY=str(setup.policy_path),
         PREFECT_WORKER_QUERY_SECONDS="1",  # default 10 s: a storm's runs would wait for the poll
         PREFECT_LOGGING_LEVEL="WARNING",
+        # the runs' ledger pools, when the bench's environment sizes them (see its docstring)
+        **{k: os.environ[k] for k in (ENV_POOL_SIZE, ENV_MAX_OVERFLOW) if k in os.environ},
     )
     for i in range(workers):
         if setup.forked:  # `runbook worker`: a fork server next to `prefect worker start`
