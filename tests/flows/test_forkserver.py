@@ -58,6 +58,14 @@ def _client(path: str, *args: str, cwd: Path, **env: str) -> subprocess.Popen[st
     )  # fmt: skip
 
 
+def _waiting_client(path: str, tmp_path: Path) -> tuple[subprocess.Popen[str], int]:
+    """A client whose child waits for SIGTERM; returns once the child runs, with the child's pid."""
+    pidfile = tmp_path / "pid"
+    client = _client(path, cwd=tmp_path, PROBE_MODE="wait", PROBE_PIDFILE=str(pidfile))
+    _wait_for(lambda: pidfile.exists() and pidfile.read_text())
+    return client, int(pidfile.read_text())
+
+
 def _wait_for(check, timeout_s: float = 20.0) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout_s
     while not check():
@@ -95,9 +103,7 @@ def test_the_child_gets_the_clients_arguments_env_directory_and_streams(server, 
 def test_a_signal_to_the_client_reaches_the_child(server, tmp_path) -> None:
     """SIGTERM (how a worker cancels a run) is forwarded; the child's exit code comes back."""
     path, _ = server
-    pidfile = tmp_path / "pid"
-    client = _client(path, cwd=tmp_path, PROBE_MODE="wait", PROBE_PIDFILE=str(pidfile))
-    _wait_for(lambda: pidfile.exists() and pidfile.read_text())
+    client, _ = _waiting_client(path, tmp_path)
     client.send_signal(signal.SIGTERM)
     out, _ = client.communicate(timeout=30)
     assert "got SIGTERM" in out
@@ -107,10 +113,7 @@ def test_a_signal_to_the_client_reaches_the_child(server, tmp_path) -> None:
 def test_a_killed_client_takes_its_child_down(server, tmp_path) -> None:
     """A client killed outright (SIGKILL) cannot forward anything: the server ends the child."""
     path, _ = server
-    pidfile = tmp_path / "pid"
-    client = _client(path, cwd=tmp_path, PROBE_MODE="wait", PROBE_PIDFILE=str(pidfile))
-    _wait_for(lambda: pidfile.exists() and pidfile.read_text())
-    child = int(pidfile.read_text())
+    client, child = _waiting_client(path, tmp_path)
     client.kill()
     client.wait(10)
     _wait_for(lambda: not _alive(child))
@@ -132,9 +135,7 @@ def test_a_bad_request_is_refused_and_the_server_keeps_serving(server, tmp_path)
 def test_stopping_the_server_ends_its_children_and_removes_the_socket(server, tmp_path) -> None:
     """SIGTERM to the server: each running child gets SIGTERM, its client its exit code."""
     path, proc = server
-    pidfile = tmp_path / "pid"
-    client = _client(path, cwd=tmp_path, PROBE_MODE="wait", PROBE_PIDFILE=str(pidfile))
-    _wait_for(lambda: pidfile.exists() and pidfile.read_text())
+    client, _ = _waiting_client(path, tmp_path)
     proc.terminate()
     assert proc.wait(30) == 0
     client.communicate(timeout=30)
@@ -148,10 +149,7 @@ def test_a_server_that_dies_takes_its_children_down_and_their_clients_fail(
     """SIGKILL to the server (it cannot clean up): each child gets SIGTERM from the kernel
     (PR_SET_PDEATHSIG) and its client exits 1, saying the server went away."""
     path, proc = server
-    pidfile = tmp_path / "pid"
-    client = _client(path, cwd=tmp_path, PROBE_MODE="wait", PROBE_PIDFILE=str(pidfile))
-    _wait_for(lambda: pidfile.exists() and pidfile.read_text())
-    child = int(pidfile.read_text())
+    client, child = _waiting_client(path, tmp_path)
     proc.kill()
     proc.wait(10)
     _, err = client.communicate(timeout=30)
