@@ -245,12 +245,14 @@ def worker(
         int | None, typer.Option(help="At most this many flow runs at once (Prefect's --limit).")
     ] = None,
 ) -> None:
-    """A Prefect process worker whose runs are forked from a preloaded server (until Ctrl-C).
+    """A Prefect process worker whose runs are forked from a preloaded server.
 
-    Runs `prefect worker start --pool POOL --type process` (any further options are passed to it)
-    next to a fork server that has imported prefect and the flows once. Deployments whose job
-    variable `command` is `python -m runbook.forkrun` then start in ~50 ms instead of a new
-    interpreter importing everything (~6 s of CPU on 2 cores); others run as Prefect runs them.
+    Runs `prefect worker start --pool POOL --type process` (further options
+    go to it) next to a fork server that has imported prefect and the flows
+    once, until Ctrl-C. Deployments whose job variable `command` is
+    `python -m runbook.forkrun` then start each run as a fork (~50 ms)
+    instead of new interpreters importing everything (~6 s of CPU here);
+    other deployments run as Prefect runs them.
     """
     from flows.worker import main as worker_main
 
