@@ -23,6 +23,7 @@ from prefect.client.schemas.responses import DeploymentResponse
 
 from flows.runtime import get_ledger
 from flows.serve import DEPLOYMENT_NAME, INCIDENT_DEPLOYMENT, build_deployments
+from flows.worker import FORKRUN_COMMAND
 from runbook.clock import utcnow
 from runbook.models import IncidentStatus
 from runbook.sandbox import vercel as sb_vercel
@@ -168,6 +169,51 @@ def test_process_worker_runs_a_deployed_flow_from_the_project_folder(
     state = asyncio.run(final_state(run_id))
     assert state is not None and state.is_completed(), output
     # the file entrypoint flows/watch.py only resolves from the project folder, not the worker's
+    assert "Deployment step 'set_working_directory' completed successfully" in output, output
+
+
+def test_runbook_worker_runs_a_deployed_flow_as_a_fork(prefect_api, deployed, tmp_path) -> None:
+    """`runbook worker` (a fork server next to `prefect worker start`) runs a `prefect deploy`
+    deployment whose job variable `command` is `python -m runbook.forkrun`: the forked child runs the
+    pull step into this checkout, loads the file entrypoint, and the run completes; nothing falls back
+    to a fresh `python -m prefect.engine`."""
+    assert _read_all()["watch"].work_pool_name == "runbook", "runs before serve takes over"
+    policy = tmp_path / "policy.toml"
+    policy.write_text(TEST_POLICY)
+    options = {"ledger_url": f"sqlite:///{tmp_path / 'ledger.db'}", "policy_path": str(policy)}
+
+    async def launch() -> Any:
+        async with get_client() as client:
+            dep = await client.read_deployment_by_name(f"watch/{DEPLOYMENT_NAME}")
+            return (
+                await client.create_flow_run_from_deployment(
+                    dep.id,
+                    parameters={"options": options},
+                    job_variables={"command": FORKRUN_COMMAND},
+                )
+            ).id
+
+    async def final_state(run_id: Any) -> Any:
+        async with get_client() as client:
+            return (await client.read_flow_run(run_id)).state
+
+    run_id = asyncio.run(launch())
+    env = _env(prefect_api, tmp_path / "home") | {"PREFECT_WORKER_QUERY_SECONDS": "1"}
+    worker = subprocess.run(
+        [str(Path(sys.executable).parent / "runbook"), "worker", "--pool", "runbook", "--run-once"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        stdin=subprocess.DEVNULL,
+    )
+    output = worker.stdout[-4000:] + worker.stderr[-4000:]
+    state = asyncio.run(final_state(run_id))
+    assert state is not None and state.is_completed(), output
+    assert worker.returncode == 0, output
+    assert "flows.forkserver: ready" in output, output
+    assert "running python -m prefect.engine instead" not in output, output
     assert "Deployment step 'set_working_directory' completed successfully" in output, output
 
 
