@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runbook.forkrun import encode, read_request
+from runbook.forkrun import FORWARDED_SIGNALS, encode, read_request
 
 ENGINE_MODULE = "prefect.engine"
 
@@ -150,11 +150,7 @@ class ForkServer:
         for line in data.splitlines():
             with contextlib.suppress(ValueError, KeyError, TypeError):
                 signum = int(json.loads(line)["signal"])
-                if client.pid is not None and signum in (
-                    signal.SIGTERM,
-                    signal.SIGINT,
-                    signal.SIGHUP,
-                ):
+                if client.pid is not None and signum in FORWARDED_SIGNALS:
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(client.pid, signum)
 
@@ -164,22 +160,22 @@ class ForkServer:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:  # none left to wait for: whatever is still listed is gone
                 for gone in list(self.children.values()):
-                    with contextlib.suppress(OSError):
-                        gone.conn.setblocking(True)
-                        gone.conn.sendall(encode({"exit": 1}))
-                    self._forget(gone)
+                    self._report_exit(gone, 1)
                 self.children.clear()
                 return
             if pid == 0:
                 return
             client = self.children.pop(pid, None)
-            if client is None:
-                continue
-            if client.conn.fileno() != -1:
-                with contextlib.suppress(OSError):
-                    client.conn.setblocking(True)
-                    client.conn.sendall(encode({"exit": os.waitstatus_to_exitcode(status)}))
-                self._forget(client)
+            if client is not None:
+                self._report_exit(client, os.waitstatus_to_exitcode(status))
+
+    def _report_exit(self, client: _Client, code: int) -> None:
+        """Tell a client (still connected) its child's exit code, and let it go."""
+        if client.conn.fileno() != -1:
+            with contextlib.suppress(OSError):
+                client.conn.setblocking(True)
+                client.conn.sendall(encode({"exit": code}))
+            self._forget(client)
 
     def _forget(self, client: _Client) -> None:
         if client.conn.fileno() != -1:

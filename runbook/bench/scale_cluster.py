@@ -181,13 +181,11 @@ def start_workers(setup: Setup, workers: int, limit: int) -> str:
         # the runs' ledger pools, when the bench's environment sizes them (see its docstring)
         **{k: os.environ[k] for k in (ENV_POOL_SIZE, ENV_MAX_OVERFLOW) if k in os.environ},
     )
+    # `runbook worker` (a fork server next to `prefect worker start`), or plain `prefect worker start`
+    program, command = ("runbook", ["worker"]) if setup.forked else ("prefect", ["worker", "start"])
     for i in range(workers):
-        if setup.forked:  # `runbook worker`: a fork server next to `prefect worker start`
-            _spawn(setup, ["worker", "--pool", pool, "--limit", str(limit), "--name",
-                           f"{pool}-w{i}"], f"worker-{i}.log", worker_env, "runbook")  # fmt: skip
-        else:
-            _spawn(setup, ["worker", "start", "--pool", pool, "--limit", str(limit),
-                           "--name", f"{pool}-w{i}"], f"worker-{i}.log", worker_env)  # fmt: skip
+        args = [*command, "--pool", pool, "--limit", str(limit), "--name", f"{pool}-w{i}"]
+        _spawn(setup, args, f"worker-{i}.log", worker_env, program)
     asyncio.run(_wait_workers(setup, pool, workers))
     return pool
 

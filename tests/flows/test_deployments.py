@@ -130,11 +130,11 @@ def test_incident_deployment_form_documents_every_parameter(deployed: dict[str, 
     assert detect["properties"]["incident_id"]["description"]
 
 
-def test_process_worker_runs_a_deployed_flow_from_the_project_folder(
-    prefect_api, deployed, tmp_path
-) -> None:
-    """A process worker started in another folder runs a `prefect deploy` deployment (watch) from this
-    checkout: the pull step changes into it, and the run completes."""
+def _run_watch_on_a_worker(
+    prefect_api: str, tmp_path: Path, worker: list[str], job_variables: dict[str, Any] | None = None
+) -> tuple[Any, str, int]:
+    """Create a run of the deployed watch flow, then run ``worker`` (with ``--run-once``) in another
+    folder; the run's final state, the worker's output and its exit code."""
     assert _read_all()["watch"].work_pool_name == "runbook", "runs before serve takes over"
     policy = tmp_path / "policy.toml"
     policy.write_text(TEST_POLICY)
@@ -145,7 +145,7 @@ def test_process_worker_runs_a_deployed_flow_from_the_project_folder(
             dep = await client.read_deployment_by_name(f"watch/{DEPLOYMENT_NAME}")
             return (
                 await client.create_flow_run_from_deployment(
-                    dep.id, parameters={"options": options}
+                    dep.id, parameters={"options": options}, job_variables=job_variables
                 )
             ).id
 
@@ -155,18 +155,28 @@ def test_process_worker_runs_a_deployed_flow_from_the_project_folder(
 
     run_id = asyncio.run(launch())
     env = _env(prefect_api, tmp_path / "home") | {"PREFECT_WORKER_QUERY_SECONDS": "1"}
-    worker = subprocess.run(
-        [str(Path(sys.executable).parent / "prefect"), "worker", "start", "--pool", "runbook"]
-        + ["--run-once"],
+    done = subprocess.run(
+        [*worker, "--run-once"],
         cwd=tmp_path,
         env=env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=180,
         stdin=subprocess.DEVNULL,
     )
-    output = worker.stdout[-3000:] + worker.stderr[-3000:]
-    state = asyncio.run(final_state(run_id))
+    output = done.stdout[-4000:] + done.stderr[-4000:]
+    return asyncio.run(final_state(run_id)), output, done.returncode
+
+
+def test_process_worker_runs_a_deployed_flow_from_the_project_folder(
+    prefect_api, deployed, tmp_path
+) -> None:
+    """A process worker started in another folder runs a `prefect deploy` deployment (watch) from this
+    checkout: the pull step changes into it, and the run completes."""
+    prefect = str(Path(sys.executable).parent / "prefect")
+    state, output, _ = _run_watch_on_a_worker(
+        prefect_api, tmp_path, [prefect, "worker", "start", "--pool", "runbook"]
+    )
     assert state is not None and state.is_completed(), output
     # the file entrypoint flows/watch.py only resolves from the project folder, not the worker's
     assert "Deployment step 'set_working_directory' completed successfully" in output, output
@@ -177,41 +187,15 @@ def test_runbook_worker_runs_a_deployed_flow_as_a_fork(prefect_api, deployed, tm
     deployment whose job variable `command` is `python -m runbook.forkrun`: the forked child runs the
     pull step into this checkout, loads the file entrypoint, and the run completes; nothing falls back
     to a fresh `python -m prefect.engine`."""
-    assert _read_all()["watch"].work_pool_name == "runbook", "runs before serve takes over"
-    policy = tmp_path / "policy.toml"
-    policy.write_text(TEST_POLICY)
-    options = {"ledger_url": f"sqlite:///{tmp_path / 'ledger.db'}", "policy_path": str(policy)}
-
-    async def launch() -> Any:
-        async with get_client() as client:
-            dep = await client.read_deployment_by_name(f"watch/{DEPLOYMENT_NAME}")
-            return (
-                await client.create_flow_run_from_deployment(
-                    dep.id,
-                    parameters={"options": options},
-                    job_variables={"command": FORKRUN_COMMAND},
-                )
-            ).id
-
-    async def final_state(run_id: Any) -> Any:
-        async with get_client() as client:
-            return (await client.read_flow_run(run_id)).state
-
-    run_id = asyncio.run(launch())
-    env = _env(prefect_api, tmp_path / "home") | {"PREFECT_WORKER_QUERY_SECONDS": "1"}
-    worker = subprocess.run(
-        [str(Path(sys.executable).parent / "runbook"), "worker", "--pool", "runbook", "--run-once"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        stdin=subprocess.DEVNULL,
+    runbook = str(Path(sys.executable).parent / "runbook")
+    state, output, code = _run_watch_on_a_worker(
+        prefect_api,
+        tmp_path,
+        [runbook, "worker", "--pool", "runbook"],
+        job_variables={"command": FORKRUN_COMMAND},
     )
-    output = worker.stdout[-4000:] + worker.stderr[-4000:]
-    state = asyncio.run(final_state(run_id))
     assert state is not None and state.is_completed(), output
-    assert worker.returncode == 0, output
+    assert code == 0, output
     assert "flows.forkserver: ready" in output, output
     assert "running python -m prefect.engine instead" not in output, output
     assert "Deployment step 'set_working_directory' completed successfully" in output, output
