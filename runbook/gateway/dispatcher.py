@@ -148,7 +148,6 @@ class Dispatcher:
             try:
                 await self.launcher(item.incident_id)
             except Exception as error:  # noqa: BLE001 - any failure means "try again later"
-                self.failures += 1
                 reason = f"{type(error).__name__}: {error}"
                 log.warning(
                     "launch of incident %s failed, will retry: %s", item.incident_id, reason
@@ -156,6 +155,9 @@ class Dispatcher:
                 await self._call(
                     self.ledger.outbox_retry, item.id, reason, self.delay(item.attempts)
                 )
+                # counted once the retry is recorded: whoever reads the count sees the row's next
+                # try already scheduled (a test advancing the clock at once raced the write)
+                self.failures += 1
                 return False
         await self._call(self.ledger.outbox_done, item.id)
         self.launched += 1
