@@ -12,7 +12,11 @@ Work that every served run would otherwise repeat after the fork is done here on
   and ``-X importtime`` of served runs);
 - matplotlib, which the RCA phase imports lazily to draw its chart (0.44 s of the RCA phase here);
 - the vendor clients' shared TLS context (loading the CA bundle: 23 ms) is built, and so is the one
-  Prefect's API clients share (``flows.prefect_tls``: ~40 ms per client before, eight per served run).
+  Prefect's API clients share (``flows.prefect_tls``: ~40 ms per client before, eight per served run);
+- last, the heap is collected and frozen (``freeze_heap``): a run's first full collection otherwise
+  walks every object these imports made and stopped the event loop for 0.18 s in the middle of the
+  detect phase (``runbook bench overhead``, timed with ``gc.callbacks``); frozen, the heap is also
+  shared with the forked runs instead of copied when the collector touches it.
 
 Nothing here opens a connection or starts a thread: the forkserver must stay safe to fork.
 """
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import encodings.idna  # noqa: F401
+import gc
 import sqlite3  # noqa: F401
 
 import anyio._backends._asyncio  # noqa: F401 - imported for its side effect (see above)
@@ -65,6 +70,13 @@ def build_deferred_models() -> int:
     return built
 
 
+def freeze_heap() -> None:
+    """Collect once, then move every surviving object out of the collector's sight for good."""
+    gc.collect()
+    gc.freeze()
+
+
 build_deferred_models()
 shared_tls_context()
 warm_prefect_tls()
+freeze_heap()  # last: what the lines above made is frozen too

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
-import gc
 import importlib
 import json
 import os
@@ -285,9 +284,7 @@ def preload() -> None:
 
     for name in FORKSERVER_PRELOAD:
         if name != "runbook.cli":  # the client is runbook.forkrun, not the CLI
-            importlib.import_module(name)
-    gc.collect()
-    gc.freeze()  # the preloaded heap is shared with every child, not copied by the collector
+            importlib.import_module(name)  # flows._preload, last, freezes the heap it leaves
 
 
 def main(argv: list[str] | None = None) -> int:

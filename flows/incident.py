@@ -21,6 +21,7 @@ from flows.common import send_escalation
 from flows.communicate import communicate
 from flows.detect import detect, notify_and_page
 from flows.mitigate import mitigate
+from flows.phase_runs import PhaseRuns
 from flows.rca import rca
 from flows.report import PhaseReport
 from flows.reviews import schedule_reviews
@@ -210,6 +211,11 @@ async def incident_response(
             "phases": [],
             "rca_path": None,
         }
+    # detect's run is created while the deadlines are written; each phase's run, while the one
+    # before it works (flows.phase_runs)
+    params = {"incident_id": incident_id, "options": options}
+    ahead = PhaseRuns()
+    ahead.prepare(detect, params)
     await asyncio.to_thread(rt.ledger.set_deadlines, incident_id, rt.deadlines(inc))
     await rt.note(
         incident_id, "response_started", f"runbook started for {inc.key} ({inc.severity.value})"
@@ -217,26 +223,38 @@ async def incident_response(
 
     reports: list[PhaseReport] = []
     severity = inc.severity
-    reports.append(
-        await run_phase(rt, incident_id, Phase.DETECT, lambda: detect(incident_id, options))
-    )
-    await _severity_check(rt, severity, incident_id, options)
-    await _move(rt, incident_id, IncidentStatus.TRIAGING, "triage started")
-    severity = (await rt.incident(incident_id)).severity
-    reports.append(
-        await run_phase(rt, incident_id, Phase.TRIAGE, lambda: triage(incident_id, options))
-    )
-    await _severity_check(rt, severity, incident_id, options)
-    await _move(rt, incident_id, IncidentStatus.MITIGATING, "mitigation started")
-    reports.append(
-        await run_phase(rt, incident_id, Phase.MITIGATE, lambda: mitigate(incident_id, options))
-    )
-    reports.append(
-        await run_phase(
-            rt, incident_id, Phase.COMMUNICATE, lambda: communicate(incident_id, options)
+    try:
+        reports.append(
+            await run_phase(
+                rt, incident_id, Phase.DETECT, lambda: ahead.run(detect, params, then=triage)
+            )
         )
-    )
-    reports.append(await run_phase(rt, incident_id, Phase.RCA, lambda: rca(incident_id, options)))
+        await _severity_check(rt, severity, incident_id, options)
+        await _move(rt, incident_id, IncidentStatus.TRIAGING, "triage started")
+        severity = (await rt.incident(incident_id)).severity
+        reports.append(
+            await run_phase(
+                rt, incident_id, Phase.TRIAGE, lambda: ahead.run(triage, params, then=mitigate)
+            )
+        )
+        await _severity_check(rt, severity, incident_id, options)
+        await _move(rt, incident_id, IncidentStatus.MITIGATING, "mitigation started")
+        reports.append(
+            await run_phase(
+                rt,
+                incident_id,
+                Phase.MITIGATE,
+                lambda: ahead.run(mitigate, params, then=communicate),
+            )
+        )
+        reports.append(
+            await run_phase(
+                rt, incident_id, Phase.COMMUNICATE, lambda: ahead.run(communicate, params, then=rca)
+            )
+        )
+        reports.append(await run_phase(rt, incident_id, Phase.RCA, lambda: ahead.run(rca, params)))
+    finally:
+        await ahead.discard()
 
     inc = await rt.incident(incident_id)
     overrun = check_overrun(

@@ -8,12 +8,13 @@ import os
 from pathlib import Path
 
 from prefect import flow
+from prefect.artifacts import acreate_markdown_artifact
 
 from flows.common import attempt, ctx_for, skip
 from flows.report import PhaseReport, publish
 from flows.runtime import Options, Runtime, build_runtime
 from runbook.chart import metric_series, trigger_metric, write_chart
-from runbook.models import ActionStatus, Incident, Phase
+from runbook.models import Action, ActionStatus, Incident, Phase
 from runbook.rca import CHART_ALT, new_items, prevention_items, render_rca
 from runbook.thresholds import reading_values
 from runbook.timings import incident_timings
@@ -67,12 +68,17 @@ async def read_metric(rt: Runtime, inc: Incident, metric: str, report: PhaseRepo
     )
 
 
-async def link_ticket(rt: Runtime, inc: Incident, path: Path, report: PhaseReport) -> None:
-    """Comment the RCA's location on the incident ticket, if one was opened (once)."""
+async def link_ticket(
+    rt: Runtime, inc: Incident, path: Path, report: PhaseReport, actions: list[Action]
+) -> None:
+    """Comment the RCA's location on the incident ticket, if one was opened (once).
+
+    ``actions`` are the incident's actions as the ledger holds them (the ticket's key is there).
+    """
     tickets = next(
         (
             a.result
-            for a in await asyncio.to_thread(rt.ledger.actions_for, inc.id)
+            for a in actions
             if a.kind == "create_ticket" and a.status is ActionStatus.APPLIED
         ),
         None,
@@ -149,20 +155,21 @@ async def rca(incident_id: int, options: Options | None = None) -> PhaseReport:
     report.data.update(rca_path=str(path), chart_path=str(chart))
 
     async def share() -> None:
-        await rt.note(
-            incident_id,
-            "rca",
-            f"RCA document written to {path}",
-            phase=Phase.RCA,
-            data={"rca_path": str(path), "chart_path": str(chart), "events": len(timeline)},
-        )
-        await link_ticket(rt, inc, path, report)
-        from prefect.artifacts import acreate_markdown_artifact
-
-        await acreate_markdown_artifact(
-            markdown=text.replace(f"![{CHART_ALT}]({chart.name})", f"Chart: `{chart}`"),
-            key=f"inc-{incident_id}-rca-document",
-            description=f"INC-{incident_id} RCA",
+        # three independent steps: the timeline entry, the ticket comment, the document artifact
+        await asyncio.gather(
+            rt.note(
+                incident_id,
+                "rca",
+                f"RCA document written to {path}",
+                phase=Phase.RCA,
+                data={"rca_path": str(path), "chart_path": str(chart), "events": len(timeline)},
+            ),
+            link_ticket(rt, inc, path, report, actions),
+            acreate_markdown_artifact(
+                markdown=text.replace(f"![{CHART_ALT}]({chart.name})", f"Chart: `{chart}`"),
+                key=f"inc-{incident_id}-rca-document",
+                description=f"INC-{incident_id} RCA",
+            ),
         )
 
     # the chart is CPU work (~0.2 s), not a call: draw it while the document is being shared

@@ -35,6 +35,7 @@ import asyncio
 import bisect
 import contextlib
 import secrets
+import socket
 import time
 import tomllib
 import types
@@ -49,6 +50,8 @@ from runbook.bench.machine import reading as machine_reading
 
 TARGET_RATIO = 1.3
 SPEED = 100.0
+CALLS_PATH = "/_bench/calls"
+SANDBOX_START_TIMEOUT_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -125,13 +128,20 @@ def phase_figures(
 
 
 class TimedApp:
-    """ASGI middleware: the start and end of every HTTP request (vendor and control calls)."""
+    """ASGI middleware: the start and end of every vendor request; ``GET /_bench/calls`` lists
+    them (JSON ``[[start, end, path], ...]``)."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
         self.calls: list[Interval] = []
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] == CALLS_PATH:
+            from starlette.responses import JSONResponse
+
+            body = [[c.start, c.end, c.label] for c in self.calls]
+            await JSONResponse(body)(scope, receive, send)
+            return
         if scope["type"] != "http" or scope["path"].startswith("/_sandbox"):
             await self.app(scope, receive, send)
             return
@@ -219,6 +229,86 @@ async def _incident(folder: Path, base_url: str, token: str, waits: list[Interva
     return int(result["incident_id"])
 
 
+def serve_sandbox(latency_s: float) -> None:
+    """The sandbox world, slowed and timed, serving in this process (``sandbox_process``'s child):
+    its token from ``RUNBOOK_BENCH_SANDBOX_TOKEN``; the port it listens on is printed first."""
+    import os
+
+    import uvicorn
+
+    from runbook.sandbox.app import create_app
+    from runbook.sandbox.core import FaultRule, World
+    from runbook.sandbox.scenarios import apply_scenario
+
+    world = World(token=os.environ["RUNBOOK_BENCH_SANDBOX_TOKEN"], seed=7)
+    app = TimedApp(create_app(world))  # the vendors' state exists from here
+    apply_scenario(world, "bad-deploy")
+    world.add_fault(FaultRule(vendor="*", kind="latency", latency_s=latency_s, rate=1.0))
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(app, log_level="warning", lifespan="off")
+    print(sock.getsockname()[1], flush=True)
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+@contextlib.contextmanager
+def sandbox_process(token: str, latency_s: float) -> Iterator[str]:
+    """The slowed sandbox in a process of its own, as a vendor is: its URL.
+
+    In a thread of the bench's process it competed with the flow for the interpreter's lock:
+    requests waited to be read and answers to be sent while the flow's engine worked, and that
+    wait was counted as the flow's cost.
+    """
+    import os
+    import subprocess
+    import sys
+
+    code = f"from runbook.bench.overhead import serve_sandbox; serve_sandbox({latency_s!r})"
+    proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module, our arguments
+        [sys.executable, "-c", code],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "RUNBOOK_BENCH_SANDBOX_TOKEN": token},
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().strip()
+        if not line.isdigit():
+            raise RuntimeError(f"the bench's sandbox did not start (exit code {proc.poll()})")
+        url = f"http://127.0.0.1:{line}"
+        _wait_until_answering(url)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _wait_until_answering(url: str) -> None:
+    import httpx
+
+    deadline = time.monotonic() + SANDBOX_START_TIMEOUT_S
+    while True:
+        try:
+            httpx.get(url + CALLS_PATH, timeout=2).raise_for_status()
+            return
+        except httpx.HTTPError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the sandbox at {url} did not answer") from None
+            time.sleep(0.05)
+
+
+def recorded_calls(url: str) -> list[Interval]:
+    """Every vendor call the sandbox process timed."""
+    import httpx
+
+    rows = httpx.get(url + CALLS_PATH, timeout=30).raise_for_status().json()
+    return [Interval(start, end, "call", label) for start, end, label in rows]
+
+
 def run(latency_s: float = 0.2) -> dict[str, Any]:
     """Run the bad-deploy incident against the slowed sandbox; the figures per phase.
 
@@ -229,29 +319,18 @@ def run(latency_s: float = 0.2) -> dict[str, Any]:
     import flows._preload  # noqa: F401 - imported for its side effect
     from flows.runtime import get_ledger
     from runbook.bench.latency import bench_home, private_prefect_api
-    from runbook.sandbox.app import create_app
-    from runbook.sandbox.core import FaultRule, World
-    from runbook.sandbox.scenarios import apply_scenario
-    from runbook.sandbox.server import serve_in_thread
 
     folder = bench_home() / f"overhead-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:4]}"
     folder.mkdir()
     token = secrets.token_urlsafe(16)
-    world = World(token=token, seed=7)
-    timed = TimedApp(create_app(world))
-    server = serve_in_thread(timed)
     waits: list[Interval] = []
-    try:
-        with private_prefect_api(folder):
-            apply_scenario(world, "bad-deploy")
-            world.add_fault(FaultRule(vendor="*", kind="latency", latency_s=latency_s, rate=1.0))
-            incident_id = asyncio.run(_incident(folder, server.url, token, waits))
-    finally:
-        server.stop()
+    with sandbox_process(token, latency_s) as url, private_prefect_api(folder):
+        incident_id = asyncio.run(_incident(folder, url, token, waits))
+        calls = recorded_calls(url)
     ledger = get_ledger(f"sqlite:///{folder / 'ledger.db'}")
     windows = _phase_windows(ledger.timeline(incident_id))
     incident = ledger.get_incident(incident_id)
-    phases = {name: phase_figures(window, timed.calls, waits) for name, window in windows.items()}
+    phases = {name: phase_figures(window, calls, waits) for name, window in windows.items()}
     ratios = [p["ratio"] for p in phases.values() if p["ratio"] is not None]
     return {
         "phases": {name: p["ratio"] for name, p in phases.items()},

@@ -1,0 +1,133 @@
+"""The incident flow's phase runs, created ahead (flows.phase_runs), under the Prefect test server."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+from uuid import UUID
+
+import pytest
+from prefect import flow
+
+import flows.incident
+import flows.phase_runs
+from flows.incident import incident_response
+from flows.phase_runs import NOT_RUN, PhaseRuns
+from flows.runtime import Options
+from runbook.sandbox.scenarios import apply_scenario
+from tests.flows.test_incident_flow import open_incident
+
+pytestmark = pytest.mark.timeout(180)
+PHASES = ("detect", "triage", "mitigate", "communicate", "rca")
+
+
+async def _phase_runs(parent_id: UUID) -> dict[str, Any]:
+    """The incident run's subflow runs by flow name, each with its tracking task run."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+
+    async with get_client() as client:
+        runs = await client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[parent_id])
+            )
+        )
+        out: dict[str, Any] = {}
+        for run in runs:
+            name = (await client.read_flow(run.flow_id)).name
+            assert name not in out, f"two {name} runs under the incident's run"
+            tracking = await client.read_task_run(run.parent_task_run_id)
+            out[name] = (run, tracking)
+        return out
+
+
+def test_phases_run_as_named_subflows_from_the_runs_made_ahead(
+    world, options: Options, flow_env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every phase runs once, as the run created ahead for it: a subflow of the incident's run
+    (its tracking task run is in that run and Completed, as the subflow is), named INC-<id> <phase>."""
+    made: list[UUID] = []
+    create = flows.phase_runs.create_subflow_run
+
+    async def recording(*args: Any, **kwargs: Any) -> Any:
+        run = await create(*args, **kwargs)
+        made.append(run.id)
+        return run
+
+    monkeypatch.setattr(flows.phase_runs, "create_subflow_run", recording)
+    apply_scenario(world, "bad-deploy")
+    incident_id = open_incident(options)
+    state = asyncio.run(
+        incident_response(incident_id=incident_id, options=options, return_state=True)
+    )
+    assert state.is_completed() and state.result()["resolved"] is True
+    parent_id = state.state_details.flow_run_id
+    runs = asyncio.run(_phase_runs(parent_id))
+
+    assert sorted(runs) == sorted(PHASES)
+    assert sorted(made) == sorted(run.id for run, _ in runs.values())
+    for name, (run, tracking) in runs.items():
+        assert run.name == f"INC-{incident_id} {name}"
+        assert run.state.is_completed(), (name, run.state)
+        assert tracking.flow_run_id == parent_id
+        assert tracking.state.is_completed(), (name, tracking.state)
+
+
+def test_a_failed_phase_leaves_the_run_made_ahead_for_the_next_one_cancelled(
+    world, options: Options, flow_env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When a phase fails, the next phase's run (made while it ran) is cancelled with a message
+    that says why, never left Pending; the phases after it get no run at all."""
+
+    @flow(name="mitigate", flow_run_name="INC-{incident_id} mitigate")
+    async def failing_mitigate(incident_id: int, options: Options | None = None) -> None:
+        await asyncio.sleep(1.0)  # long enough for communicate's run to be made meanwhile
+        raise RuntimeError("mitigation broke")
+
+    monkeypatch.setattr(flows.incident, "mitigate", failing_mitigate)
+    apply_scenario(world, "bad-deploy")
+    incident_id = open_incident(options)
+    state = asyncio.run(
+        incident_response(incident_id=incident_id, options=options, return_state=True)
+    )
+    assert state.is_failed()
+    runs = asyncio.run(_phase_runs(state.state_details.flow_run_id))
+
+    assert sorted(runs) == ["communicate", "detect", "mitigate", "triage"]
+    assert runs["detect"][0].state.is_completed() and runs["triage"][0].state.is_completed()
+    assert runs["mitigate"][0].state.is_failed()
+    communicate, tracking = runs["communicate"]
+    assert communicate.state.is_cancelled() and communicate.state.message == NOT_RUN
+    assert tracking.state.is_cancelled()
+
+
+def test_a_run_that_could_not_be_made_ahead_is_made_by_the_engine(
+    world, options: Options, flow_env, monkeypatch: pytest.MonkeyPatch, caplog
+) -> None:
+    """If creating a phase's run ahead fails (the API refused it), that phase is called the
+    ordinary way: the incident still resolves, each phase once, named and linked, with a warning."""
+
+    async def refused(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("the API refused it")
+
+    monkeypatch.setattr(flows.phase_runs, "create_subflow_run", refused)
+    apply_scenario(world, "bad-deploy")
+    incident_id = open_incident(options)
+    with caplog.at_level(logging.WARNING, logger="flows.phase_runs"):
+        state = asyncio.run(
+            incident_response(incident_id=incident_id, options=options, return_state=True)
+        )
+    assert state.is_completed() and state.result()["resolved"] is True
+    runs = asyncio.run(_phase_runs(state.state_details.flow_run_id))
+    assert sorted(runs) == sorted(PHASES)
+    for name, (run, _) in runs.items():
+        assert run.name == f"INC-{incident_id} {name}" and run.state.is_completed()
+    warned = [r.getMessage() for r in caplog.records if r.name == "flows.phase_runs"]
+    assert len(warned) == len(PHASES) and all("the API refused it" in w for w in warned)
+
+
+def test_phase_runs_belong_inside_a_flow_run() -> None:
+    """Outside a flow run there is no parent to link the phases to: a clear error."""
+    with pytest.raises(RuntimeError, match="inside the incident's flow run"):
+        PhaseRuns()
