@@ -183,6 +183,9 @@ async def incident_response(
     if incident_id is None and declaration is None:
         raise ValueError("give either incident_id (an incident in the ledger) or a declaration")
     rt = await build_runtime(options)
+    # each phase's run is created while the step before it works (flows.phase_runs); detect's,
+    # as soon as the incident is known to be open
+    ahead = PhaseRuns()
     if incident_id is None:
         assert declaration is not None
         inc = await asyncio.to_thread(
@@ -196,6 +199,7 @@ async def incident_response(
             else None,
         )
         incident_id = inc.id
+        ahead.prepare(detect, {"incident_id": incident_id, "options": options})
         await _rename(f"INC-{incident_id} response")
     inc = await rt.incident(incident_id)
     if not inc.is_open:
@@ -211,11 +215,8 @@ async def incident_response(
             "phases": [],
             "rca_path": None,
         }
-    # detect's run is created while the deadlines are written; each phase's run, while the one
-    # before it works (flows.phase_runs)
     params = {"incident_id": incident_id, "options": options}
-    ahead = PhaseRuns()
-    ahead.prepare(detect, params)
+    ahead.prepare(detect, params)  # prepared already if it was just declared
     await asyncio.to_thread(rt.ledger.set_deadlines, incident_id, rt.deadlines(inc))
     await rt.note(
         incident_id, "response_started", f"runbook started for {inc.key} ({inc.severity.value})"

@@ -146,10 +146,20 @@ class TimedApp:
             await self.app(scope, receive, send)
             return
         started = time.time()
+        answered: list[float] = []
+
+        async def timed_send(message: Any) -> None:
+            # the end is stamped before the answer's last bytes go out: the caller cannot have
+            # moved on (started a wait, say) before it, or the two would look concurrent
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                answered.append(time.time())
+            await send(message)
+
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, timed_send)
         finally:
-            self.calls.append(Interval(started, time.time(), "call", scope["path"]))
+            ended = answered[0] if answered else time.time()
+            self.calls.append(Interval(started, ended, "call", scope["path"]))
 
 
 class _RecordingAsyncio(types.SimpleNamespace):
