@@ -27,6 +27,7 @@ from flows.report import PhaseReport
 from flows.reviews import schedule_reviews
 from flows.runtime import Options, Runtime, build_runtime
 from flows.triage import triage
+from runbook.clients.base import shared_connections
 from runbook.errors import InvalidTransition
 from runbook.models import Incident, IncidentStatus, Phase, Severity, check_transition
 from runbook.sla import breach_reason, check_overrun, escalate, on_severity_change
@@ -224,38 +225,45 @@ async def incident_response(
 
     reports: list[PhaseReport] = []
     severity = inc.severity
-    try:
-        reports.append(
-            await run_phase(
-                rt, incident_id, Phase.DETECT, lambda: ahead.run(detect, params, then=triage)
+    # one keep-alive pool for every vendor call of every phase (runbook.clients.base)
+    async with shared_connections():
+        try:
+            reports.append(
+                await run_phase(
+                    rt, incident_id, Phase.DETECT, lambda: ahead.run(detect, params, then=triage)
+                )
             )
-        )
-        await _severity_check(rt, severity, incident_id, options)
-        await _move(rt, incident_id, IncidentStatus.TRIAGING, "triage started")
-        severity = (await rt.incident(incident_id)).severity
-        reports.append(
-            await run_phase(
-                rt, incident_id, Phase.TRIAGE, lambda: ahead.run(triage, params, then=mitigate)
+            await _severity_check(rt, severity, incident_id, options)
+            await _move(rt, incident_id, IncidentStatus.TRIAGING, "triage started")
+            severity = (await rt.incident(incident_id)).severity
+            reports.append(
+                await run_phase(
+                    rt, incident_id, Phase.TRIAGE, lambda: ahead.run(triage, params, then=mitigate)
+                )
             )
-        )
-        await _severity_check(rt, severity, incident_id, options)
-        await _move(rt, incident_id, IncidentStatus.MITIGATING, "mitigation started")
-        reports.append(
-            await run_phase(
-                rt,
-                incident_id,
-                Phase.MITIGATE,
-                lambda: ahead.run(mitigate, params, then=communicate),
+            await _severity_check(rt, severity, incident_id, options)
+            await _move(rt, incident_id, IncidentStatus.MITIGATING, "mitigation started")
+            reports.append(
+                await run_phase(
+                    rt,
+                    incident_id,
+                    Phase.MITIGATE,
+                    lambda: ahead.run(mitigate, params, then=communicate),
+                )
             )
-        )
-        reports.append(
-            await run_phase(
-                rt, incident_id, Phase.COMMUNICATE, lambda: ahead.run(communicate, params, then=rca)
+            reports.append(
+                await run_phase(
+                    rt,
+                    incident_id,
+                    Phase.COMMUNICATE,
+                    lambda: ahead.run(communicate, params, then=rca),
+                )
             )
-        )
-        reports.append(await run_phase(rt, incident_id, Phase.RCA, lambda: ahead.run(rca, params)))
-    finally:
-        await ahead.discard()
+            reports.append(
+                await run_phase(rt, incident_id, Phase.RCA, lambda: ahead.run(rca, params))
+            )
+        finally:
+            await ahead.discard()
 
     inc = await rt.incident(incident_id)
     overrun = check_overrun(

@@ -35,6 +35,8 @@ from prefect.context import FlowRunContext, TagsContext
 from prefect.flow_engine import run_flow_async
 from prefect.states import Cancelled, Pending
 
+from flows.report import artifacts_in_flight
+
 logger = logging.getLogger(__name__)
 
 NOT_RUN = "not run: the incident flow ended before this phase started"
@@ -86,6 +88,14 @@ async def create_subflow_run(
         )
 
 
+async def _finish_artifacts(phase: str, in_flight: list[asyncio.Task[Any]]) -> None:
+    """Wait for the artifacts a phase left in flight; one that failed is logged (the ledger has
+    what it shows), not raised after the phase already completed."""
+    for outcome in await asyncio.gather(*in_flight, return_exceptions=True):
+        if isinstance(outcome, Exception):
+            logger.warning("could not publish the %s report artifact: %s", phase, outcome)
+
+
 class PhaseRuns:
     """The incident flow's phase runs: prepared ahead, started when their turn comes.
 
@@ -132,6 +142,17 @@ class PhaseRuns:
     ) -> Any:
         """Run ``flow`` as a subflow of the incident's run (its prepared run if there is one) and
         return its result; prepare ``then``'s run once this one is Running."""
+        in_flight: list[asyncio.Task[Any]] = []
+        token = artifacts_in_flight.set(in_flight)
+        try:
+            return await self._run(flow, parameters, then)
+        finally:
+            artifacts_in_flight.reset(token)
+            await _finish_artifacts(flow.name, in_flight)
+
+    async def _run(
+        self, flow: Flow[..., Any], parameters: dict[str, Any], then: Flow[..., Any] | None
+    ) -> Any:
         self.prepare(flow, parameters)  # a no-op if it was prepared ahead
         pending = self._prepared.pop(flow.name, None)
         flow_run: FlowRun | None = None

@@ -2,10 +2,13 @@
 
 The bad-deploy incident runs through every phase (in this process, on a private Prefect server,
 clock compressed 100x, the drill's policy overlay so nobody has to approve) against the sandbox
-world with a fault rule that delays every answer of every vendor, the app included, by 200 ms.
+world with a fault rule that delays every answer of every vendor, the app included, by 200 ms. The
+sandbox runs in a process of its own, as a vendor does (in a thread of this process it competed
+with the flow for the interpreter's lock, and its own work was counted as the flow's).
 
 **What is measured.** Around the sandbox's ASGI app, a timing layer records each vendor request's
-start and end (when the request reached the sandbox and when its answer was sent). The phases'
+start and end (when the request reached the sandbox and when its answer's last bytes were handed to
+the server to send), served back at ``GET /_bench/calls``. The phases'
 windows are the ``phase_started``/``phase_ended`` events in the ledger's timeline. The policy's
 waits (the metrics windows between two scrapes, the settle pauses between verification attempts,
 the recurrence watch's pauses: every ``asyncio.sleep`` of ``flows.mitigate`` and

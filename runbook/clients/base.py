@@ -16,7 +16,9 @@ import email.utils
 import functools
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from typing import Any, ClassVar, Self
 from urllib.parse import urlsplit
 
@@ -80,6 +82,62 @@ def shared_tls_context() -> ssl.SSLContext:
     return httpx.create_ssl_context()
 
 
+#: the keep-alive pool the vendor clients made inside ``shared_connections`` send through, with
+#: the event loop it belongs to (its connections cannot serve another loop)
+_shared_pool: ContextVar[tuple[asyncio.AbstractEventLoop, httpx.AsyncHTTPTransport] | None] = (
+    ContextVar("vendor_connection_pool", default=None)
+)
+
+
+class _Borrowed(httpx.AsyncBaseTransport):
+    """A client's use of the shared pool: sends through it; closing the client leaves it open."""
+
+    def __init__(self, pool: httpx.AsyncHTTPTransport) -> None:
+        self._pool = pool
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return await self._pool.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        return None  # shared_connections closes the pool
+
+
+@asynccontextmanager
+async def shared_connections() -> AsyncIterator[None]:
+    """Vendor clients made inside (on this event loop) keep their connections in one pool.
+
+    Each vendor task makes its own client, so without this every call opened a new connection
+    (and, against a real vendor, a new TLS session): a phase that starts seven calls at once sent
+    its first one only after all seven tasks had started, ~25 ms later, waiting to connect; and a
+    call to a host the flow had just called paid the TCP and TLS handshakes again. Inside, a call
+    to a host already called takes an idle connection to it (httpx's keep-alive pool; idle ones are
+    dropped after 5 s). Nested uses share the outer pool; it is closed on exit. A client given its
+    own transport (tests), or made on another event loop, is not affected.
+    """
+    if _shared_pool.get() is not None:
+        yield
+        return
+    pool = httpx.AsyncHTTPTransport(verify=shared_tls_context())
+    token = _shared_pool.set((asyncio.get_running_loop(), pool))
+    try:
+        yield
+    finally:
+        _shared_pool.reset(token)
+        await pool.aclose()
+
+
+def _borrowed_pool() -> _Borrowed | None:
+    shared = _shared_pool.get()
+    if shared is None:
+        return None
+    loop, pool = shared
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+    return _Borrowed(pool) if running is loop else None
+
+
 class BaseClient:
     """Base for every vendor client. Subclasses call ``self._request`` and parse the JSON.
 
@@ -114,7 +172,7 @@ class BaseClient:
             base_url=self.base_url,
             headers=dict(headers or {}),
             timeout=timeout,
-            transport=transport,
+            transport=transport or _borrowed_pool(),
             verify=shared_tls_context(),
         )
 

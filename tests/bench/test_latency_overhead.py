@@ -84,3 +84,39 @@ def test_phase_without_calls_has_no_ratio() -> None:
     """A phase that calls no vendor has no critical path: its ratio is None, its wall time kept."""
     out = phase_figures((0.0, 2.0), [], [Interval(0.1, 0.5, kind="wait")])
     assert out["ratio"] is None and out["wall_s"] == 2.0
+
+
+def test_timed_app_stamps_a_call_when_its_answer_is_sent_and_lists_the_calls() -> None:
+    """A call ends when its answer's last bytes are handed over, not when the app returns (work
+    after the answer would otherwise overlap the caller's next step); GET /_bench/calls lists
+    every timed call, and the listing itself is not one."""
+    import asyncio
+    import time
+
+    import httpx
+
+    from runbook.bench.overhead import CALLS_PATH, TimedApp
+
+    async def app(scope, receive, send) -> None:  # answers at once, then keeps working 0.3 s
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+        await asyncio.sleep(0.3)
+
+    timed = TimedApp(app)
+
+    async def go() -> list:
+        transport = httpx.ASGITransport(app=timed)
+        async with httpx.AsyncClient(transport=transport, base_url="http://sandbox") as client:
+            before = time.time()
+            assert (await client.get("/vercel/v6/deployments")).text == "ok"
+            after = time.time()
+            listed = (await client.get(CALLS_PATH)).json()
+        return [before, after, listed]
+
+    before, after, listed = asyncio.run(go())
+    assert len(timed.calls) == 1
+    call = timed.calls[0]
+    assert call.label == "/vercel/v6/deployments"
+    assert before <= call.start <= call.end <= after
+    assert call.end - call.start < 0.3  # stamped at the answer, before the app's 0.3 s of work
+    assert listed == [[call.start, call.end, "/vercel/v6/deployments"]]

@@ -136,3 +136,56 @@ def test_parse_retry_after_forms() -> None:
     when = datetime.now(UTC) + timedelta(seconds=30)
     secs = parse_retry_after(format_datetime(when, usegmt=True))
     assert secs is not None and 25 <= secs <= 31
+
+
+def test_clients_inside_shared_connections_reuse_one_connection_per_host() -> None:
+    """Inside ``shared_connections`` two clients (one closed before the other is made) call the same
+    host over one TCP connection; outside, each client opens its own; the pool closes on exit."""
+    from runbook.clients.base import shared_connections
+    from runbook.sandbox.server import serve_in_thread
+
+    peers: list[int] = []
+
+    async def app(scope, receive, send) -> None:  # answers with the caller's port
+        peers.append(scope["client"][1])
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    server = serve_in_thread(app)
+
+    async def two_calls() -> None:
+        for _ in range(2):
+            async with BaseClient(server.url) as client:
+                await client._json("GET", "/x")
+
+    async def inside() -> None:
+        async with shared_connections():
+            await two_calls()
+            async with shared_connections():  # nested: the outer pool serves
+                await two_calls()
+
+    try:
+        asyncio.run(inside())
+        shared = list(peers)
+        peers.clear()
+        asyncio.run(two_calls())
+        own = list(peers)
+    finally:
+        server.stop()
+    assert len(shared) == 4 and len(set(shared)) == 1
+    assert len(own) == 2 and len(set(own)) == 2
+
+
+async def test_a_client_with_its_own_transport_ignores_the_shared_pool() -> None:
+    """A transport given to the client (tests, ASGI) is used even inside shared_connections."""
+    from runbook.clients.base import shared_connections
+
+    seen: list[str] = []
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        seen.append(req.url.path)
+        return httpx.Response(200, json={})
+
+    async with shared_connections(), _client(handler) as client:
+        await client._json("GET", "/mine")
+    assert seen == ["/mine"]
