@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from enum import StrEnum
 from typing import Any
 
-from prefect import flow
+from prefect import Flow, flow
 from prefect.client.orchestration import get_client
 from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
@@ -227,41 +227,24 @@ async def incident_response(
     severity = inc.severity
     # one keep-alive pool for every vendor call of every phase (runbook.clients.base)
     async with shared_connections():
+
+        async def phase(
+            which: Phase, run: Flow[..., Any], then: Flow[..., Any] | None = None
+        ) -> PhaseReport:
+            """One phase, its run made ahead; ``then``'s run is made while it works."""
+            return await run_phase(rt, incident_id, which, lambda: ahead.run(run, params, then))
+
         try:
-            reports.append(
-                await run_phase(
-                    rt, incident_id, Phase.DETECT, lambda: ahead.run(detect, params, then=triage)
-                )
-            )
+            reports.append(await phase(Phase.DETECT, detect, then=triage))
             await _severity_check(rt, severity, incident_id, options)
             await _move(rt, incident_id, IncidentStatus.TRIAGING, "triage started")
             severity = (await rt.incident(incident_id)).severity
-            reports.append(
-                await run_phase(
-                    rt, incident_id, Phase.TRIAGE, lambda: ahead.run(triage, params, then=mitigate)
-                )
-            )
+            reports.append(await phase(Phase.TRIAGE, triage, then=mitigate))
             await _severity_check(rt, severity, incident_id, options)
             await _move(rt, incident_id, IncidentStatus.MITIGATING, "mitigation started")
-            reports.append(
-                await run_phase(
-                    rt,
-                    incident_id,
-                    Phase.MITIGATE,
-                    lambda: ahead.run(mitigate, params, then=communicate),
-                )
-            )
-            reports.append(
-                await run_phase(
-                    rt,
-                    incident_id,
-                    Phase.COMMUNICATE,
-                    lambda: ahead.run(communicate, params, then=rca),
-                )
-            )
-            reports.append(
-                await run_phase(rt, incident_id, Phase.RCA, lambda: ahead.run(rca, params))
-            )
+            reports.append(await phase(Phase.MITIGATE, mitigate, then=communicate))
+            reports.append(await phase(Phase.COMMUNICATE, communicate, then=rca))
+            reports.append(await phase(Phase.RCA, rca))
         finally:
             await ahead.discard()
 
