@@ -50,7 +50,7 @@ PREPARE_AFTER_S = 0.1
 _when_running: dict[UUID, Callable[[], None]] = {}
 
 
-def _on_running(flow: Flow[..., Any], flow_run: FlowRun, state: State) -> None:
+def prepare_next_phase_run(flow: Flow[..., Any], flow_run: FlowRun, state: State) -> None:
     """Hook of a prepared run: once it is Running, the next phase's run is prepared."""
     then = _when_running.pop(flow_run.id, None)
     if then is not None:
@@ -62,7 +62,7 @@ def _prepared_flow(flow: Flow[..., Any]) -> Flow[..., Any]:
     """The flow as a prepared run runs it: named already, and preparing the next one when Running."""
     copy = flow.with_options()
     copy.flow_run_name = None
-    copy.on_running_hooks = [*flow.on_running_hooks, _on_running]
+    copy.on_running_hooks = [*flow.on_running_hooks, prepare_next_phase_run]
     return copy
 
 
