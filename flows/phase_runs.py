@@ -9,8 +9,10 @@ always runs its phases in the same order, so the next phase's tracking task run 
 prepared run then takes three calls (its retry policy, Running, a read back).
 
 The next run is prepared ``PREPARE_AFTER_S`` after the current one is Running (a hook of the
-prepared flow), once the current phase's first steps have sent their calls: prepared at once, its
-calls queued at the server with the phase's own and delayed them.
+prepared flow), once the current phase's first steps have sent their calls (prepared at once, its
+calls queued at the server with the phase's first ones and delayed them). While a phase runs, its
+report artifact is created alongside Prefect recording the run Completed
+(``flows.report.artifacts_in_flight``).
 
 A prepared run is what the engine would have made: a subflow of the incident's run linked by its
 tracking task run (the server mirrors the subflow's states onto it), named by the flow's template.
@@ -32,12 +34,23 @@ from prefect import Flow, Task
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import FlowRun, State
 from prefect.context import FlowRunContext, TagsContext
+from prefect.exceptions import MissingContextError
 from prefect.flow_engine import run_flow_async
+from prefect.logging import get_run_logger
 from prefect.states import Cancelled, Pending
 
 from flows.report import artifacts_in_flight
 
 logger = logging.getLogger(__name__)
+
+
+def _warn(message: str, *args: Any) -> None:
+    """A warning in the incident run's log (the Prefect UI shows it), else in this module's."""
+    try:
+        run_logger: logging.Logger | logging.LoggerAdapter[logging.Logger] = get_run_logger()
+    except MissingContextError:
+        run_logger = logger
+    run_logger.warning(message, *args)
 
 NOT_RUN = "not run: the incident flow ended before this phase started"
 DISCARD_TIMEOUT_S = 10.0
@@ -93,7 +106,7 @@ async def _finish_artifacts(phase: str, in_flight: list[asyncio.Task[Any]]) -> N
     what it shows), not raised after the phase already completed."""
     for outcome in await asyncio.gather(*in_flight, return_exceptions=True):
         if isinstance(outcome, Exception):
-            logger.warning("could not publish the %s report artifact: %s", phase, outcome)
+            _warn("could not publish the %s report artifact: %s", phase, outcome)
 
 
 class PhaseRuns:
@@ -160,7 +173,7 @@ class PhaseRuns:
             try:
                 flow_run = await pending
             except Exception as exc:  # not fatal: the engine creates the run itself below
-                logger.warning("could not create the %s run ahead (%s); calling it", flow.name, exc)
+                _warn("could not create the %s run ahead (%s); calling it", flow.name, exc)
         if flow_run is None:
             if then is not None:
                 self.prepare_later(then, parameters)
@@ -192,7 +205,7 @@ class PhaseRuns:
         for name, pending in prepared.items():
             if pending not in done:
                 pending.cancel()
-                logger.warning("the %s run was still being prepared; left as it is", name)
+                _warn("the %s run was still being prepared; left as it is", name)
                 continue
             if pending.cancelled() or pending.exception() is not None:
                 continue  # nothing was made
@@ -203,4 +216,4 @@ class PhaseRuns:
                         flow_run.id, Cancelled(message=NOT_RUN), force=True
                     )
             except Exception as exc:
-                logger.warning("could not cancel the unused %s run %s: %s", name, flow_run.id, exc)
+                _warn("could not cancel the unused %s run %s: %s", name, flow_run.id, exc)
