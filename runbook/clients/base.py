@@ -16,6 +16,7 @@ import email.utils
 import functools
 import ssl
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
@@ -112,9 +113,11 @@ async def shared_connections() -> AsyncIterator[None]:
     call to a host the flow had just called paid the TCP and TLS handshakes again. Inside, a call
     to a host already called takes an idle connection to it (httpx's keep-alive pool; idle ones are
     dropped after 5 s). Nested uses share the outer pool; it is closed on exit. A client given its
-    own transport (tests), or made on another event loop, is not affected.
+    own transport (tests), or made on another event loop, is not affected; with a proxy in the
+    environment (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY) nothing is shared, since httpx applies those
+    (and NO_PROXY) only to a client that builds its own transport.
     """
-    if _shared_pool.get() is not None:
+    if _shared_pool.get() is not None or _proxied():
         yield
         return
     pool = httpx.AsyncHTTPTransport(verify=shared_tls_context())
@@ -124,6 +127,11 @@ async def shared_connections() -> AsyncIterator[None]:
     finally:
         _shared_pool.reset(token)
         await pool.aclose()
+
+
+def _proxied() -> bool:
+    """Whether the environment names a proxy for HTTP or HTTPS (what httpx would use)."""
+    return any(urllib.request.getproxies().get(scheme) for scheme in ("http", "https", "all"))
 
 
 def _borrowed_pool() -> _Borrowed | None:

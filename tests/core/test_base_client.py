@@ -189,3 +189,33 @@ async def test_a_client_with_its_own_transport_ignores_the_shared_pool() -> None
     async with shared_connections(), _client(handler) as client:
         await client._json("GET", "/mine")
     assert seen == ["/mine"]
+
+
+def test_with_a_proxy_in_the_environment_clients_still_go_through_it(monkeypatch) -> None:
+    """httpx honours HTTP_PROXY only for a client with its own transport, so inside
+    shared_connections a proxied environment shares nothing: a call to a host this machine cannot
+    resolve still reaches the proxy (here a local server that answers anything)."""
+    from runbook.clients.base import shared_connections
+    from runbook.sandbox.server import serve_in_thread
+
+    seen: list[str] = []
+
+    async def proxy(scope, receive, send) -> None:
+        seen.append(scope["path"])
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    server = serve_in_thread(proxy)
+    monkeypatch.setenv("HTTP_PROXY", server.url)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+
+    async def call() -> None:
+        async with shared_connections(), BaseClient("http://vendor.invalid") as client:
+            await client._json("GET", "/through-the-proxy")
+
+    try:
+        asyncio.run(call())
+    finally:
+        server.stop()
+    assert seen == ["/through-the-proxy"]
