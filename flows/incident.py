@@ -185,8 +185,23 @@ async def incident_response(
         raise ValueError("give either incident_id (an incident in the ledger) or a declaration")
     rt = await build_runtime(options)
     # each phase's run is created while the step before it works (flows.phase_runs); detect's,
-    # as soon as the incident is known to be open
+    # as soon as the incident is known to be open; whatever way the flow ends, a run made ahead and
+    # never started is cancelled
     ahead = PhaseRuns()
+    try:
+        return await _respond(rt, ahead, incident_id, declaration, options)
+    finally:
+        await ahead.discard()
+
+
+async def _respond(
+    rt: Runtime,
+    ahead: PhaseRuns,
+    incident_id: int | None,
+    declaration: Declaration | None,
+    options: Options,
+) -> dict[str, Any]:
+    """The body of ``incident_response``, its phase runs made ahead by ``ahead``."""
     if incident_id is None:
         assert declaration is not None
         inc = await asyncio.to_thread(
@@ -234,19 +249,16 @@ async def incident_response(
             """One phase, its run made ahead; ``then``'s run is made while it works."""
             return await run_phase(rt, incident_id, which, lambda: ahead.run(run, params, then))
 
-        try:
-            reports.append(await phase(Phase.DETECT, detect, then=triage))
-            await _severity_check(rt, severity, incident_id, options)
-            await _move(rt, incident_id, IncidentStatus.TRIAGING, "triage started")
-            severity = (await rt.incident(incident_id)).severity
-            reports.append(await phase(Phase.TRIAGE, triage, then=mitigate))
-            await _severity_check(rt, severity, incident_id, options)
-            await _move(rt, incident_id, IncidentStatus.MITIGATING, "mitigation started")
-            reports.append(await phase(Phase.MITIGATE, mitigate, then=communicate))
-            reports.append(await phase(Phase.COMMUNICATE, communicate, then=rca))
-            reports.append(await phase(Phase.RCA, rca))
-        finally:
-            await ahead.discard()
+        reports.append(await phase(Phase.DETECT, detect, then=triage))
+        await _severity_check(rt, severity, incident_id, options)
+        await _move(rt, incident_id, IncidentStatus.TRIAGING, "triage started")
+        severity = (await rt.incident(incident_id)).severity
+        reports.append(await phase(Phase.TRIAGE, triage, then=mitigate))
+        await _severity_check(rt, severity, incident_id, options)
+        await _move(rt, incident_id, IncidentStatus.MITIGATING, "mitigation started")
+        reports.append(await phase(Phase.MITIGATE, mitigate, then=communicate))
+        reports.append(await phase(Phase.COMMUNICATE, communicate, then=rca))
+        reports.append(await phase(Phase.RCA, rca))
 
     inc = await rt.incident(incident_id)
     overrun = check_overrun(

@@ -21,7 +21,7 @@ from flows.report import PhaseReport, publish
 from flows.runtime import Options, Runtime, build_runtime, compress
 from runbook.actions import envelope_verdict
 from runbook.errors import RunbookError
-from runbook.models import ActionStatus, Incident, IncidentStatus, Phase
+from runbook.models import Action, ActionStatus, Incident, IncidentStatus, Phase
 from runbook.playbooks.auth import HUMAN_CHECKLIST, inspect_key, rate_limited
 from runbook.playbooks.catalog import AUTOMATED, checklist
 from runbook.playbooks.diagnosis import RECENT_DEPLOY
@@ -54,13 +54,15 @@ async def within_envelope(
     """Rate limit per action and target, and the circuit breaker; a refusal escalates."""
     rule = rt.policy.actions.get(action)
     interval = compress(rule.min_interval, rt.speed) if rule else timedelta(0)
-    recent = await asyncio.to_thread(
-        rt.ledger.recent_actions,
-        action,
-        target,
-        rt.now() - interval,
-        statuses=[ActionStatus.APPLIED],
-    )
+    recent: list[Action] = []
+    if interval > timedelta(0):  # no interval, no rate limit (whatever the stamps' clocks say)
+        recent = await asyncio.to_thread(
+            rt.ledger.recent_actions,
+            action,
+            target,
+            rt.now() - interval,
+            statuses=[ActionStatus.APPLIED],
+        )
     recent = [
         a for a in recent if a.incident_id != inc.id
     ]  # our own earlier run is idempotency's job

@@ -52,6 +52,7 @@ def _warn(message: str, *args: Any) -> None:
         run_logger = logger
     run_logger.warning(message, *args)
 
+
 NOT_RUN = "not run: the incident flow ended before this phase started"
 DISCARD_TIMEOUT_S = 10.0
 

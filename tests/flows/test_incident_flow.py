@@ -470,6 +470,51 @@ def test_second_rollback_of_a_project_within_the_interval_is_held_back(
     assert held and f"INC-{first}" in held[0].message
 
 
+def test_no_interval_means_no_rate_limit(world, options, flow_env, tmp_path) -> None:
+    """With ``min_interval = 0`` the envelope never holds a rollback back: two bad deploys in a row
+    are both rolled back, nothing is held back (the ledger is not even asked for recent rollbacks,
+    so stamps from clocks that disagree cannot hold one back either)."""
+    policy = tmp_path / "rate.toml"
+    policy.write_text(
+        '[monitoring]\nrecurrence_watch = "1m"\n[actions.rollback_deployment]\nmin_interval = 0\n'
+    )
+    opts = options.model_copy(update={"policy_path": str(policy)})
+    ledger = get_ledger(opts.ledger_url)
+    asked: list[str] = []
+    recent = ledger.recent_actions
+
+    def counting(*args, **kwargs):  # type: ignore[no-untyped-def]
+        asked.append(args[0])
+        return recent(*args, **kwargs)
+
+    ledger.recent_actions = counting  # type: ignore[method-assign]
+    try:
+        outcomes = []
+        for n in (1, 2):
+            apply_scenario(world, "bad-deploy")
+            incident_id = ledger.record_alert(
+                Alert(
+                    source="alertmanager",
+                    delivery_id=f"d-{n}",
+                    dedup_key=f"HighErrorRate:web:{n}",
+                    summary="errors",
+                    started_at=utcnow(),
+                    service="web",
+                ),
+                title="Errors",
+                severity=Severity.P1,
+                service="web",
+            ).incident_id
+            outcomes.append(asyncio.run(incident_response(incident_id=incident_id, options=opts)))
+    finally:
+        del ledger.recent_actions
+    assert outcomes[0]["resolved"] is True
+    held = [e for e in ledger.timeline(outcomes[1]["incident_id"]) if "held back" in e.message]
+    assert held == []
+    assert len(sandbox_requests(flow_env, "vercel", r"/rollback/")) == 2
+    assert "rollback_deployment" not in asked
+
+
 AUTO_EDGE_POLICY = """
 [monitoring]
 recurrence_watch = "1m"
