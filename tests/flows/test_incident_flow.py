@@ -36,15 +36,19 @@ RCA_SECTIONS = (
 
 
 def open_incident(
-    options: Options, summary: str = "High error rate on web", severity: Severity = Severity.P2
+    options: Options,
+    summary: str = "High error rate on web",
+    severity: Severity = Severity.P2,
+    key: str = "",
 ) -> int:
+    """An incident opened by an alert; ``key`` makes the alert (and so the incident) a new one."""
     ledger = get_ledger(options.ledger_url)
     out = ledger.record_alert(
         Alert(
             started_at=utcnow() - timedelta(seconds=1),
             source="alertmanager",
-            delivery_id="d-1",
-            dedup_key="HighErrorRate:web",
+            delivery_id=f"d-1{key}",
+            dedup_key=f"HighErrorRate:web{key}",
             summary=summary,
             labels={"alertname": "HighErrorRate", "service": "web"},
             service="web",
@@ -492,19 +496,7 @@ def test_no_interval_means_no_rate_limit(world, options, flow_env, tmp_path) -> 
         outcomes = []
         for n in (1, 2):
             apply_scenario(world, "bad-deploy")
-            incident_id = ledger.record_alert(
-                Alert(
-                    source="alertmanager",
-                    delivery_id=f"d-{n}",
-                    dedup_key=f"HighErrorRate:web:{n}",
-                    summary="errors",
-                    started_at=utcnow(),
-                    service="web",
-                ),
-                title="Errors",
-                severity=Severity.P1,
-                service="web",
-            ).incident_id
+            incident_id = open_incident(opts, severity=Severity.P1, key=f":{n}")
             outcomes.append(asyncio.run(incident_response(incident_id=incident_id, options=opts)))
     finally:
         del ledger.recent_actions
