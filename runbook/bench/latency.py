@@ -112,6 +112,7 @@ def private_prefect_api(folder: Path, admin_dsn: str | None = ADMIN_DSN) -> Iter
     from prefect.server.api.server import SubprocessASGIServer
 
     from runbook.drill.prefect_api import _drain_to_api
+    from runbook.prefect_server import server_settings
 
     pg_db = _create_pg_database(admin_dsn) if admin_dsn else None
     db_url = (
@@ -125,6 +126,7 @@ def private_prefect_api(folder: Path, admin_dsn: str | None = ADMIN_DSN) -> Iter
                 ps.PREFECT_SERVER_DATABASE_CONNECTION_URL: db_url,
                 ps.PREFECT_SERVER_LOGGING_LEVEL: "CRITICAL",
                 ps.PREFECT_SERVER_ANALYTICS_ENABLED: False,
+                **server_settings(),  # task runs recorded in batches (runbook.prefect_server)
             },
             restore_defaults={ps.PREFECT_API_URL},
         ):

@@ -21,6 +21,7 @@ from typing import Any
 from runbook.bench.ingest_load import free_port
 from runbook.bench.latency import ADMIN_DSN
 from runbook.ledger.engine import ENV_MAX_OVERFLOW, ENV_POOL_SIZE
+from runbook.prefect_server import SERVER_DEFAULTS
 
 # --- the setup ------------------------------------------------------------------------------------
 
@@ -143,6 +144,7 @@ def start_server(setup: Setup) -> None:
         PREFECT_UI_ENABLED="false",
         PREFECT_SERVER_LOGGING_LEVEL="WARNING",
         PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED="false",  # no scheduled deployments here
+        **SERVER_DEFAULTS,  # task runs recorded in batches, as the README recommends
     )
     proc = _spawn(setup, ["server", "start", "--host", "127.0.0.1", "--port", str(port)],
                   "server.log", env)  # fmt: skip

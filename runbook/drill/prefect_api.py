@@ -27,6 +27,8 @@ def prefect_api(folder: Path) -> Iterator[str]:
     import prefect.settings
     from prefect.server.api.server import SubprocessASGIServer
 
+    from runbook.prefect_server import server_settings
+
     current = prefect.settings.PREFECT_API_URL.value()
     if current:
         yield str(current)
@@ -41,6 +43,7 @@ def prefect_api(folder: Path) -> Iterator[str]:
                     prefect.settings.PREFECT_SERVER_DATABASE_CONNECTION_URL: db_url,
                     # its shutdown at the end of a drill (or on Ctrl-C) is not the user's concern
                     prefect.settings.PREFECT_SERVER_LOGGING_LEVEL: "CRITICAL",
+                    **server_settings(),  # task runs recorded in batches (runbook.prefect_server)
                 }
             )
         )

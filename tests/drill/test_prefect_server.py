@@ -1,0 +1,67 @@
+"""The Prefect servers we start record task runs in batches (``runbook.prefect_server``), and a
+stopping server still writes every task run it was told about."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import httpx
+from prefect import flow, task
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterFlowRunId
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from runbook.drill.prefect_api import prefect_api
+from runbook.prefect_server import (
+    RECORDER_BATCH_SIZE,
+    RECORDER_FLUSH_INTERVAL_S,
+    SERVER_DEFAULTS,
+    server_env,
+)
+
+BATCH = "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE"
+FLUSH = "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL"
+
+
+def test_a_value_the_environment_sets_is_kept() -> None:
+    """The defaults never override what the operator set; unset ones are filled in."""
+    assert server_env({BATCH: "7"}) == {FLUSH: SERVER_DEFAULTS[FLUSH]}
+    assert server_env({}) == SERVER_DEFAULTS
+
+
+@task
+def double(x: int) -> int:
+    return 2 * x
+
+
+@flow
+def three_tasks() -> list[int]:
+    return [double(i) for i in range(3)]
+
+
+async def _task_runs(flow_run_id: object) -> list[str]:
+    async with get_client() as client:
+        runs = await client.read_task_runs(
+            task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=[flow_run_id]))
+        )
+    return sorted(str(r.state_name) for r in runs)
+
+
+def test_the_drill_server_batches_task_runs_and_a_stopped_server_kept_them_all(
+    tmp_path: Path,
+) -> None:
+    """The drill's private server runs with the batching settings (its own /admin/settings says
+    so), and the task runs of a flow that ended just before the server stopped are all recorded
+    (read back from the same database by a second server)."""
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        with prefect_api(tmp_path) as url:
+            settings = httpx.get(f"{url}/admin/settings", timeout=30).json()
+            recorder = settings["server"]["services"]["task_run_recorder"]
+            assert recorder["batch_size"] == RECORDER_BATCH_SIZE
+            assert recorder["flush_interval"] == RECORDER_FLUSH_INTERVAL_S
+            state = three_tasks(return_state=True)
+            assert state.is_completed()
+            flow_run_id = state.state_details.flow_run_id
+        with prefect_api(tmp_path):
+            assert asyncio.run(_task_runs(flow_run_id)) == ["Completed"] * 3
