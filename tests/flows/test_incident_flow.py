@@ -286,7 +286,9 @@ def test_rerun_never_repeats_a_side_effect(world, options, flow_env) -> None:
 
 
 def test_phases_leave_artifacts(world, options, flow_env) -> None:
-    """Each phase publishes a markdown artifact keyed by incident and phase."""
+    """Each phase publishes a markdown artifact keyed by incident and phase, linked to that phase's
+    run (they are created later, while the next phase works: the link must not follow the moment),
+    and every one exists once the incident flow has returned."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
@@ -294,16 +296,20 @@ def test_phases_leave_artifacts(world, options, flow_env) -> None:
     incident_id = open_incident(options)
     asyncio.run(incident_response(incident_id=incident_id, options=options))
 
-    async def keys() -> set[str]:
+    async def linked() -> dict[str, str]:
         async with get_client() as client:
             arts = await client.read_artifacts(
                 artifact_filter=ArtifactFilter(key=ArtifactFilterKey(like_=f"inc-{incident_id}-"))
             )
-            return {a.key for a in arts}
+            return {
+                str(a.key): (await client.read_flow_run(a.flow_run_id)).name
+                for a in arts
+                if a.flow_run_id is not None
+            }
 
-    found = asyncio.run(keys())
+    found = asyncio.run(linked())
     for phase in ("detect", "triage", "mitigate", "communicate", "rca"):
-        assert f"inc-{incident_id}-{phase}" in found
+        assert found.get(f"inc-{incident_id}-{phase}") == f"INC-{incident_id} {phase}"
 
 
 def test_dry_run_changes_nothing(world, options, flow_env) -> None:

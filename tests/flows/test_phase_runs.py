@@ -132,3 +132,24 @@ def test_phase_runs_belong_inside_a_flow_run() -> None:
     """Outside a flow run there is no parent to link the phases to: a clear error."""
     with pytest.raises(RuntimeError, match="inside the incident's flow run"):
         PhaseRuns()
+
+
+def test_a_prepared_copy_skips_validation_and_leaves_the_flow_as_it_was() -> None:
+    """The copy a prepared run starts does not validate its parameters again (the incident flow's
+    own, validated when it started) and adds the preparing hook; the phase flow itself, which an
+    ordinary call or a deployment runs, still validates and has no such hook. ``warm`` builds the
+    very copy the runs use."""
+    from flows.phase_runs import _prepared_flow, prepare_next_phase_run, warm
+
+    @flow(flow_run_name="INC-{incident_id} probe")
+    async def probe(incident_id: int) -> int:
+        return incident_id
+
+    warm(probe)
+    copy = _prepared_flow(probe)
+    assert _prepared_flow.cache_info().currsize >= 1 and _prepared_flow(probe) is copy
+    assert copy.should_validate_parameters is False and copy.flow_run_name is None
+    assert copy.on_running_hooks[-1] is prepare_next_phase_run
+    assert probe.should_validate_parameters is True
+    assert probe.flow_run_name == "INC-{incident_id} probe"
+    assert prepare_next_phase_run not in probe.on_running_hooks
