@@ -384,15 +384,20 @@ def bench_overhead(
     latency: Annotated[
         float, typer.Option(help="Seconds added to every vendor answer of the sandbox.")
     ] = 0.2,
+    runs: Annotated[
+        int, typer.Option(help="Incidents to run; each phase's figure is their median.")
+    ] = 3,
     as_json: JsonOpt = False,
 ) -> None:
     """The bad-deploy incident against a sandbox whose every call takes --latency: each phase's
-    wall time over its critical path (policy waits excluded)."""
+    wall time over its critical path (policy waits excluded), the median over --runs incidents."""
     from runbook.bench.overhead import main as bench_main
 
     if not 0 < latency <= 5:
         raise fail("--latency must be within (0, 5] seconds", 2)
-    raise typer.Exit(bench_main(latency, as_json))
+    if not 1 <= runs <= 20:
+        raise fail("--runs must be within 1..20", 2)
+    raise typer.Exit(bench_main(latency, as_json, runs))
 
 
 @bench_app.command("scale")

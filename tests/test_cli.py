@@ -161,6 +161,8 @@ def test_report_formats_count_the_ledger(ledger_url) -> None:
         (["bench", "ingest", "--connections", "1"], "--connections"),
         (["bench", "ingest", "--workers", "0"], "--workers"),
         (["bench", "ingest", "--workers", "17"], "--workers"),
+        (["bench", "overhead", "--runs", "0"], "--runs"),
+        (["bench", "overhead", "--latency", "0"], "--latency"),
     ],
 )
 def test_bench_bad_numbers_exit_2_naming_the_option(args: list[str], named: str) -> None:

@@ -29,7 +29,13 @@ not calls, so they leave both the numerator and the denominator (``waits_s`` rep
 that makes no vendor call has no ratio (``null``, with its wall time): all of its time is overhead
 by definition, and its wall time says how much. Target: every ratio <= 1.3.
 
-Usage: ``runbook bench overhead [--latency 0.2] [--json]``
+**Runs.** The incident runs ``--runs`` times (3 by default), each against a fresh sandbox process
+and ledger, on one private Prefect server; a phase's figure is the median of its ratios, reported
+with the lowest and highest (``spread``) and every run's own figures (``runs``). One run's ratios
+moved by +-0.05 from run to run on the 2-core machine, and the largest of five noisy values reads
+high more often than not.
+
+Usage: ``runbook bench overhead [--latency 0.2] [--runs 3] [--json]``
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ import bisect
 import contextlib
 import secrets
 import socket
+import statistics
 import time
 import tomllib
 import types
@@ -322,22 +329,14 @@ def recorded_calls(url: str) -> list[Interval]:
     return [Interval(start, end, "call", label) for start, end, label in rows]
 
 
-def run(latency_s: float = 0.2) -> dict[str, Any]:
-    """Run the bad-deploy incident against the slowed sandbox; the figures per phase.
-
-    The process is prepared as `runbook serve`'s forkserver prepares every served run
-    (``flows._preload``: lazy imports done, deferred pydantic models built), so a phase's figure is
-    the run's own cost, not this process's first imports.
-    """
-    import flows._preload  # noqa: F401 - imported for its side effect
+def _one_incident(folder: Path, latency_s: float) -> dict[str, Any]:
+    """One bad-deploy incident against a fresh slowed sandbox and ledger (in ``folder``), on the
+    Prefect API of the moment: its figures per phase."""
     from flows.runtime import get_ledger
-    from runbook.bench.latency import bench_home, private_prefect_api
 
-    folder = bench_home() / f"overhead-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:4]}"
-    folder.mkdir()
     token = secrets.token_urlsafe(16)
     waits: list[Interval] = []
-    with sandbox_process(token, latency_s) as url, private_prefect_api(folder):
+    with sandbox_process(token, latency_s) as url:
         incident_id = asyncio.run(_incident(folder, url, token, waits))
         calls = recorded_calls(url)
     ledger = get_ledger(f"sqlite:///{folder / 'ledger.db'}")
@@ -348,28 +347,81 @@ def run(latency_s: float = 0.2) -> dict[str, Any]:
     return {
         "phases": {name: p["ratio"] for name, p in phases.items()},
         "max_ratio": max(ratios) if ratios else None,
-        "target_ratio": TARGET_RATIO,
-        "latency_s": latency_s,
         "detail": phases,
         "incident_status": incident.status.value,
         "resolved": incident.resolved_at is not None,
+    }
+
+
+def summarize_runs(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The runs' figures together: per phase the median ratio (``phases``), the lowest and highest
+    (``spread``); ``max_ratio`` is the highest median. A phase without a ratio in some run is
+    summarized over the runs that have one (None when none has)."""
+    names: list[str] = []
+    for r in runs:
+        names += [n for n in r["phases"] if n not in names]
+    phases: dict[str, float | None] = {}
+    spread: dict[str, list[float] | None] = {}
+    for name in names:
+        values = sorted(v for r in runs if (v := r["phases"].get(name)) is not None)
+        phases[name] = round(statistics.median(values), 3) if values else None
+        spread[name] = [values[0], values[-1]] if values else None
+    medians = [v for v in phases.values() if v is not None]
+    return {"phases": phases, "max_ratio": max(medians) if medians else None, "spread": spread}
+
+
+def run(latency_s: float = 0.2, runs: int = 3) -> dict[str, Any]:
+    """Run the bad-deploy incident ``runs`` times against the slowed sandbox; the figures per phase
+    (medians over the runs, and every run's own).
+
+    One run's ratios move by +-0.05 from run to run on a shared 2-core machine, and its largest is
+    the largest of five noisy values, so a single run reads high more often than not: the median of
+    a few incidents is the figure, with each run's kept beside it. Every run has its own sandbox
+    process (the bad deploy is healed by the first rollback) and ledger (the rollback rate limit
+    would hold the next one back); they share one private Prefect server.
+
+    The process is prepared as `runbook serve`'s forkserver prepares every served run
+    (``flows._preload``: lazy imports done, deferred pydantic models built), so a phase's figure is
+    the run's own cost, not this process's first imports.
+    """
+    import flows._preload  # noqa: F401 - imported for its side effect
+    from runbook.bench.latency import bench_home, private_prefect_api
+
+    if runs < 1:
+        raise ValueError("runs must be at least 1")
+    folder = bench_home() / f"overhead-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:4]}"
+    folder.mkdir()
+    each: list[dict[str, Any]] = []
+    with private_prefect_api(folder):
+        for k in range(1, runs + 1):
+            (folder / f"run-{k}").mkdir()
+            each.append(_one_incident(folder / f"run-{k}", latency_s))
+    return {
+        **summarize_runs(each),
+        "target_ratio": TARGET_RATIO,
+        "latency_s": latency_s,
+        "runs": each,
+        "incident_status": sorted({r["incident_status"] for r in each}),
+        "resolved": all(r["resolved"] for r in each),
         "folder": str(folder),
     }
 
 
-def main(latency_s: float = 0.2, json_out: bool = False) -> int:
-    """Run the benchmark once and print its figures.
+def main(latency_s: float = 0.2, json_out: bool = False, runs: int = 3) -> int:
+    """Run the benchmark and print its figures.
 
     Args:
         latency_s: the delay added to every vendor answer.
-        json_out: print one JSON object (``phases`` name -> ratio, ``max_ratio``, ``detail`` ...).
+        json_out: print one JSON object (``phases`` name -> median ratio, ``max_ratio``,
+            ``spread``, ``runs`` with each run's ratios and ``detail`` ...).
+        runs: how many incidents to run (the figures are their medians).
 
     Returns:
-        0 when the incident resolved and every phase's ratio is within 1.3, 1 otherwise.
+        0 when every incident resolved and every phase's median ratio is within 1.3, 1 otherwise.
     """
     import json
 
-    out = run(latency_s)
+    out = run(latency_s, runs)
     out["ok"] = bool(
         out["resolved"] and out["max_ratio"] is not None and out["max_ratio"] <= TARGET_RATIO
     )
@@ -377,11 +429,17 @@ def main(latency_s: float = 0.2, json_out: bool = False) -> int:
     if json_out:
         print(json.dumps(out))
     else:
-        for name, d in out["detail"].items():
-            print(
-                f"{name:12} wall {d['wall_s']:6.2f} s  path {d['critical_path_s']:5.2f} s  "
-                f"waits {d['waits_s']:5.2f} s  calls {d['calls']:3} ({d['calls_on_path']} on "
-                f"the path)  ratio {d['ratio']}"
-            )
-        print(f"max ratio {out['max_ratio']} (target <= {TARGET_RATIO}); {out['incident_status']}")
+        for k, one in enumerate(out["runs"], start=1):
+            print(f"run {k}: {one['incident_status']}")
+            for name, d in one["detail"].items():
+                print(
+                    f"  {name:12} wall {d['wall_s']:6.2f} s  path {d['critical_path_s']:5.2f} s  "
+                    f"waits {d['waits_s']:5.2f} s  calls {d['calls']:3} ({d['calls_on_path']} on "
+                    f"the path)  ratio {d['ratio']}"
+                )
+        for name, ratio in out["phases"].items():
+            low_high = out["spread"][name]
+            span = f" (runs: {low_high[0]}-{low_high[1]})" if low_high else ""
+            print(f"{name:12} median ratio {ratio}{span}")
+        print(f"max median ratio {out['max_ratio']} (target <= {TARGET_RATIO}) over {runs} runs")
     return 0 if out["ok"] else 1

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from runbook.bench.latency import percentile, summarize
-from runbook.bench.overhead import Interval, critical_chain, phase_figures
+from runbook.bench.overhead import Interval, critical_chain, phase_figures, summarize_runs
 
 
 def test_percentile_interpolates_between_ranks() -> None:
@@ -84,6 +84,23 @@ def test_phase_without_calls_has_no_ratio() -> None:
     """A phase that calls no vendor has no critical path: its ratio is None, its wall time kept."""
     out = phase_figures((0.0, 2.0), [], [Interval(0.1, 0.5, kind="wait")])
     assert out["ratio"] is None and out["wall_s"] == 2.0
+
+
+def test_runs_are_summarized_by_their_median_with_the_spread() -> None:
+    """Each phase's figure is the median of its runs' ratios (one high run does not move it), with
+    the lowest and highest; max_ratio is the highest median; a phase without a ratio in one run
+    is summarized over the others, and one that never has a ratio stays None."""
+    runs = [
+        {"phases": {"detect": 1.20, "triage": 1.25, "rca": None}},
+        {"phases": {"detect": 1.22, "triage": 1.45, "rca": None}},
+        {"phases": {"detect": 1.50, "triage": 1.27, "rca": None, "communicate": 1.1}},
+    ]
+    out = summarize_runs(runs)
+    assert out["phases"] == {"detect": 1.22, "triage": 1.27, "rca": None, "communicate": 1.1}
+    assert out["spread"]["detect"] == [1.2, 1.5] and out["spread"]["triage"] == [1.25, 1.45]
+    assert out["spread"]["rca"] is None
+    assert out["max_ratio"] == 1.27
+    assert summarize_runs([])["max_ratio"] is None
 
 
 def test_timed_app_stamps_a_call_when_its_answer_is_sent_and_lists_the_calls() -> None:
