@@ -29,6 +29,8 @@ from flows.runtime import Options, Runtime, build_runtime
 from flows.triage import triage
 from runbook.clients.base import shared_connections
 from runbook.errors import InvalidTransition
+from runbook.ledger import Ledger
+from runbook.ledger.records import Deadline
 from runbook.models import Incident, IncidentStatus, Phase, Severity, check_transition
 from runbook.sla import breach_reason, check_overrun, escalate, on_severity_change
 
@@ -86,6 +88,17 @@ async def _move(rt: Runtime, incident_id: int, to: IncidentStatus, reason: str) 
     return await asyncio.to_thread(rt.ledger.transition, incident_id, to, reason=reason)
 
 
+def _deadline_met(
+    ledger: Ledger, incident_id: int, phase: Phase, report: PhaseReport
+) -> Deadline | None:
+    """The phase's deadline as it is now (a severity that rose while the phase ran re-computed
+    it), marked met when the phase ended by then; one trip to the ledger's thread."""
+    current = next((d for d in ledger.deadlines(incident_id) if d.phase == phase.value), None)
+    if current is not None and report.ended_at is not None and report.ended_at <= current.due_at:
+        ledger.mark_deadline(incident_id, phase.value, met_at=report.ended_at)
+    return current
+
+
 async def run_phase(
     rt: Runtime, incident_id: int, phase: Phase, start: Callable[[], Awaitable[PhaseReport]]
 ) -> PhaseReport:
@@ -111,15 +124,9 @@ async def run_phase(
                 rt.ledger.mark_deadline, incident_id, phase.value, escalated_at=rt.now()
             )
     report = await running
-    # the deadline may have moved while the phase ran (a severity that rose re-computes them)
-    deadlines = await asyncio.to_thread(rt.ledger.deadlines, incident_id)
-    current = next((d for d in deadlines if d.phase == phase.value), None)
+    current = await asyncio.to_thread(_deadline_met, rt.ledger, incident_id, phase, report)
     if current is not None and report.ended_at is not None:
-        if report.ended_at <= current.due_at:
-            await asyncio.to_thread(
-                rt.ledger.mark_deadline, incident_id, phase.value, met_at=report.ended_at
-            )
-        elif current.escalated_at is None:
+        if report.ended_at > current.due_at and current.escalated_at is None:
             inc = await rt.incident(incident_id)
             reason = breach_reason(phase, current.due_at, report.ended_at)
             await send_escalation(rt, inc, escalate(rt.policy, inc, "sla_breach", reason), phase)

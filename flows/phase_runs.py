@@ -34,13 +34,14 @@ from uuid import UUID
 
 from prefect import Flow, Task
 from prefect.artifacts import Artifact
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.objects import FlowRun, State
+from prefect.client.orchestration import PrefectClient, get_client
+from prefect.client.schemas.actions import FlowRunCreate
+from prefect.client.schemas.objects import FlowRun, FlowRunPolicy, State
 from prefect.context import FlowRunContext, TagsContext
 from prefect.exceptions import MissingContextError
 from prefect.flow_engine import run_flow_async
 from prefect.logging import get_run_logger
-from prefect.states import Cancelled, Pending
+from prefect.states import Cancelled, Pending, to_state_create
 
 from flows.report import unpublished
 
@@ -99,21 +100,50 @@ def _run_name(flow: Flow[..., Any], parameters: dict[str, Any]) -> str | None:
     return template.format(**parameters) if isinstance(template, str) else None
 
 
+#: (API URL, flow name) -> the flow's id on that server (``POST /flows/`` upserts by name, so the id
+#: stays the same for as long as the flow exists there)
+_flow_ids: dict[tuple[str, str], UUID] = {}
+
+
+async def _flow_id(client: PrefectClient, flow: Flow[..., Any]) -> UUID:
+    key = (str(client.api_url), flow.name)
+    if key not in _flow_ids:
+        _flow_ids[key] = await client.create_flow(flow)
+    return _flow_ids[key]
+
+
 async def create_subflow_run(
     flow: Flow[..., Any], parameters: dict[str, Any], parent: FlowRunContext, tags: set[str]
 ) -> FlowRun:
-    """What the engine creates when ``flow`` is called inside ``parent``'s run, in three calls."""
+    """What the engine creates when ``flow`` is called inside ``parent``'s run: its tracking task
+    run and the flow's id (side by side; the id once per server and flow), then the flow run (the
+    request ``PrefectClient.create_flow_run`` makes, with the id it would look up again)."""
     tracking = Task(name=flow.name, fn=flow.fn, version=flow.version)
-    task_run = await tracking.create_run(flow_run_context=parent, parameters=parameters)
     async with get_client() as client:
-        return await client.create_flow_run(
-            flow=flow,
+        task_run, flow_id = await asyncio.gather(
+            tracking.create_run(flow_run_context=parent, parameters=parameters),
+            _flow_id(client, flow),
+        )
+        request = FlowRunCreate(
+            flow_id=flow_id,
+            flow_version=flow.version,
             name=_run_name(flow, parameters),
             parameters=flow.serialize_parameters(parameters),
-            state=Pending(),
+            tags=sorted(tags),
             parent_task_run_id=task_run.id,
-            tags=tags,
+            state=to_state_create(Pending()),
+            empirical_policy=FlowRunPolicy(
+                retries=flow.retries, retry_delay=int(flow.retry_delay_seconds or 0)
+            ),
         )
+        try:
+            response = await client.request(
+                "POST", "/flow_runs/", json=request.model_dump(mode="json", exclude_unset=True)
+            )
+        except Exception:
+            _flow_ids.pop((str(client.api_url), flow.name), None)  # gone from the server?
+            raise
+    return FlowRun.model_validate(response.json())
 
 
 async def _create_artifact(artifact: Artifact) -> None:

@@ -33,8 +33,8 @@ SERVER_DEFAULTS: dict[str, str] = {
 
 def server_env(environ: dict[str, str] | None = None) -> dict[str, str]:
     """``SERVER_DEFAULTS`` without the variables ``environ`` (default: ``os.environ``) sets."""
-    environ = os.environ if environ is None else environ  # type: ignore[assignment]
-    return {name: value for name, value in SERVER_DEFAULTS.items() if name not in environ}
+    present = os.environ if environ is None else environ
+    return {name: value for name, value in SERVER_DEFAULTS.items() if name not in present}
 
 
 def server_settings(environ: dict[str, str] | None = None) -> dict[Any, Any]:

@@ -153,3 +153,42 @@ def test_a_prepared_copy_skips_validation_and_leaves_the_flow_as_it_was() -> Non
     assert probe.should_validate_parameters is True
     assert probe.flow_run_name == "INC-{incident_id} probe"
     assert prepare_next_phase_run not in probe.on_running_hooks
+
+
+def test_a_flows_id_is_looked_up_once_per_server() -> None:
+    """Preparing a run needs the flow's id on the server: asked once per server and flow (the
+    server upserts flows by name), asked again for another server or another flow."""
+    from uuid import uuid4
+
+    from flows.phase_runs import _flow_id, _flow_ids
+
+    class Client:
+        def __init__(self, api_url: str) -> None:
+            self.api_url, self.asked = api_url, 0
+
+        async def create_flow(self, f: Any) -> UUID:
+            self.asked += 1
+            return uuid4()
+
+    @flow(name="probe-flow-id")
+    async def probe() -> None:
+        return None
+
+    @flow(name="probe-flow-id-2")
+    async def probe2() -> None:
+        return None
+
+    one, other = Client("http://one/api"), Client("http://other/api")
+    _flow_ids.clear()
+
+    async def ask() -> list[UUID]:
+        return [
+            await _flow_id(one, probe),  # type: ignore[arg-type]
+            await _flow_id(one, probe),  # type: ignore[arg-type]
+            await _flow_id(other, probe),  # type: ignore[arg-type]
+            await _flow_id(one, probe2),  # type: ignore[arg-type]
+        ]
+
+    ids = asyncio.run(ask())
+    assert ids[0] == ids[1] and len(set(ids)) == 3
+    assert (one.asked, other.asked) == (2, 1)
