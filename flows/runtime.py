@@ -1,4 +1,4 @@
-"""What every phase flow works with: the ledger, the policy, the clock, and the configured systems.
+"""What every phase flow works with: the ledger, the policy, the run's speed, and the configured systems.
 
 Flow parameters name blocks (never credentials); ``load_systems`` loads the ones that exist. A system
 whose block is missing is None, and the phase that needs it records a timeline note saying which block to
@@ -36,7 +36,7 @@ from blocks import (
     Teams,
     VercelProject,
 )
-from runbook.clock import Clock, ScaledClock, SystemClock, utcnow
+from runbook.clock import utcnow
 from runbook.ledger import Ledger, open_ledger
 from runbook.models import Incident, Phase
 from runbook.policy import Policy, load_policy
@@ -197,7 +197,6 @@ class Runtime:
     ledger: Ledger
     policy: Policy
     systems: Loaded
-    clock: Clock
     speed: float = 1.0
     dry_run: bool = False
     ledger_url: str | None = None
@@ -290,7 +289,4 @@ async def build_runtime(options: Options) -> Runtime:
     ledger = await asyncio.to_thread(get_ledger, options.ledger_url)
     policy = load_policy(options.policy_path)
     systems = await load_systems(options.systems)
-    clock: Clock = SystemClock() if options.speed == 1 else ScaledClock(options.speed)
-    return Runtime(
-        ledger, policy, systems, clock, options.speed, options.dry_run, options.ledger_url
-    )
+    return Runtime(ledger, policy, systems, options.speed, options.dry_run, options.ledger_url)

@@ -1,13 +1,13 @@
-"""Injected time. Every deadline is computed from one Clock, so tests and drills compress time.
+"""Injected time: the ledger, the gateway and the sandbox take a Clock, so tests move time by hand.
 
-A ``ScaledClock(speed=60)`` makes one real second count as a minute: a P1's 15-minute response window
-passes in 15 real seconds. A ``ManualClock`` only moves when told to.
+A ``ManualClock`` only moves when told to. Drills compress time differently: a run's ``speed``
+divides its deadlines and waits (``flows.runtime.compress``), and every stamp stays real time, so
+stamps written by different runs and processes always agree.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -33,24 +33,6 @@ class SystemClock:
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(0.0, seconds))
-
-
-class ScaledClock:
-    """Clock time runs ``speed`` times faster than real time, from ``epoch`` on."""
-
-    def __init__(self, speed: float = 1.0, epoch: datetime | None = None) -> None:
-        if speed <= 0:
-            raise ValueError("speed must be > 0")
-        self.speed = speed
-        self.epoch = epoch or utcnow()
-        self._t0 = time.monotonic()
-
-    def now(self) -> datetime:
-        elapsed = (time.monotonic() - self._t0) * self.speed
-        return self.epoch + timedelta(seconds=elapsed)
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(max(0.0, seconds) / self.speed)
 
 
 class ManualClock:
