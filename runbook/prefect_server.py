@@ -14,12 +14,21 @@ changed (its times are the events' own, so nothing shown is shifted). Nothing is
 server writes what it holds, and the recorder retries a failed write.
 
 A value the environment already sets is kept: these are defaults, not overrides.
+
+**A server of our own.** Prefect's ``SubprocessASGIServer()`` is one object per port per process, and
+without a port it is the very server Prefect's ephemeral mode and its test harness use: asking for it
+while one runs returned that running server (with its database and settings), and stopping "ours"
+stopped it. ``private_server`` asks for a free port, so it is always a server of its own.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any
+import socket
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from prefect.server.api.server import SubprocessASGIServer
 
 RECORDER_BATCH_SIZE = 100
 RECORDER_FLUSH_INTERVAL_S = 1.0
@@ -43,3 +52,14 @@ def server_settings(environ: dict[str, str] | None = None) -> dict[Any, Any]:
     import prefect.settings
 
     return {getattr(prefect.settings, name): value for name, value in server_env(environ).items()}
+
+
+def private_server() -> SubprocessASGIServer:
+    """A Prefect server process of our own (not started yet): on a port free right now, so never
+    the one Prefect's ephemeral mode or test harness may already run in this process."""
+    from prefect.server.api.server import SubprocessASGIServer
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    return SubprocessASGIServer(port=port)

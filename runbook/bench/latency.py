@@ -109,10 +109,9 @@ def private_prefect_api(folder: Path, admin_dsn: str | None = ADMIN_DSN) -> Iter
     call was seen to wait 20 s.
     """
     import prefect.settings as ps
-    from prefect.server.api.server import SubprocessASGIServer
 
     from runbook.drill.prefect_api import _drain_to_api
-    from runbook.prefect_server import server_settings
+    from runbook.prefect_server import private_server, server_settings
 
     pg_db = _create_pg_database(admin_dsn) if admin_dsn else None
     db_url = (
@@ -130,7 +129,7 @@ def private_prefect_api(folder: Path, admin_dsn: str | None = ADMIN_DSN) -> Iter
             },
             restore_defaults={ps.PREFECT_API_URL},
         ):
-            server = SubprocessASGIServer()
+            server = private_server()
             server.start(timeout=STARTUP_TIMEOUT_S)
             try:
                 with ps.temporary_settings(updates={ps.PREFECT_API_URL: server.api_url}):

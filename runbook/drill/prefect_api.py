@@ -25,9 +25,8 @@ def prefect_api(folder: Path) -> Iterator[str]:
     """
     import prefect.context
     import prefect.settings
-    from prefect.server.api.server import SubprocessASGIServer
 
-    from runbook.prefect_server import server_settings
+    from runbook.prefect_server import private_server, server_settings
 
     current = prefect.settings.PREFECT_API_URL.value()
     if current:
@@ -47,7 +46,7 @@ def prefect_api(folder: Path) -> Iterator[str]:
                 }
             )
         )
-        server = SubprocessASGIServer()
+        server = private_server()
         server.start(timeout=STARTUP_TIMEOUT_S)
         stack.callback(server.stop)
         stack.callback(

@@ -12,7 +12,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterFlowRunId
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from runbook.drill.prefect_api import prefect_api
+from runbook.drill.prefect_api import prefect_api as drill_prefect_api
 from runbook.prefect_server import (
     RECORDER_BATCH_SIZE,
     RECORDER_FLUSH_INTERVAL_S,
@@ -48,14 +48,18 @@ async def _task_runs(flow_run_id: object) -> list[str]:
     return sorted(str(r.state_name) for r in runs)
 
 
-def test_the_drill_server_batches_task_runs_and_a_stopped_server_kept_them_all(
-    tmp_path: Path,
+def test_the_drill_server_is_its_own_batches_task_runs_and_a_stopped_server_kept_them_all(
+    tmp_path: Path, prefect_api: str
 ) -> None:
-    """The drill's private server runs with the batching settings (its own /admin/settings says
-    so), and the task runs of a flow that ended just before the server stopped are all recorded
-    (read back from the same database by a second server)."""
+    """With Prefect's test harness running in this process (the ``prefect_api`` fixture), the
+    drill's private server is another server, not the harness's, and stopping it leaves the harness
+    answering. It runs with the batching settings (its own /admin/settings says so), and the task
+    runs of a flow that ended just before it stopped are all recorded (read back from the same
+    database by a second server)."""
+    harness = prefect_api
     with temporary_settings(restore_defaults={PREFECT_API_URL}):
-        with prefect_api(tmp_path) as url:
+        with drill_prefect_api(tmp_path) as url:
+            assert url != harness
             settings = httpx.get(f"{url}/admin/settings", timeout=30).json()
             recorder = settings["server"]["services"]["task_run_recorder"]
             assert recorder["batch_size"] == RECORDER_BATCH_SIZE
@@ -63,5 +67,6 @@ def test_the_drill_server_batches_task_runs_and_a_stopped_server_kept_them_all(
             state = three_tasks(return_state=True)
             assert state.is_completed()
             flow_run_id = state.state_details.flow_run_id
-        with prefect_api(tmp_path):
+        with drill_prefect_api(tmp_path):
             assert asyncio.run(_task_runs(flow_run_id)) == ["Completed"] * 3
+    assert httpx.get(f"{harness}/health", timeout=30).status_code == 200
