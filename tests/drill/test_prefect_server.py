@@ -4,10 +4,12 @@ stopping server still writes every task run it was told about."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
-from prefect import flow, task
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterFlowRunId
 from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -30,14 +32,37 @@ def test_a_value_the_environment_sets_is_kept() -> None:
     assert server_env({}) == SERVER_DEFAULTS
 
 
+# run in a process of its own: Prefect's events worker is one per process, and one left by an
+# earlier test's server in this process would swallow this flow's task-run events
+THREE_TASKS = """
+from prefect import flow, task
+
 @task
 def double(x: int) -> int:
     return 2 * x
 
-
 @flow
 def three_tasks() -> list[int]:
     return [double(i) for i in range(3)]
+
+state = three_tasks(return_state=True)
+assert state.is_completed(), state
+print(state.state_details.flow_run_id)
+"""
+
+
+def _run_three_tasks(api_url: str) -> str:
+    """Run a flow of three tasks against ``api_url`` in a new interpreter; its flow run id."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    done = subprocess.run(  # noqa: S603 - our interpreter, our code
+        [sys.executable, "-c", THREE_TASKS],
+        env=env | {"PREFECT_API_URL": api_url, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout.strip().splitlines()[-1]
 
 
 async def _task_runs(flow_run_id: object) -> list[str]:
@@ -64,9 +89,7 @@ def test_the_drill_server_is_its_own_batches_task_runs_and_a_stopped_server_kept
             recorder = settings["server"]["services"]["task_run_recorder"]
             assert recorder["batch_size"] == RECORDER_BATCH_SIZE
             assert recorder["flush_interval"] == RECORDER_FLUSH_INTERVAL_S
-            state = three_tasks(return_state=True)
-            assert state.is_completed()
-            flow_run_id = state.state_details.flow_run_id
+            flow_run_id = _run_three_tasks(url)
         with drill_prefect_api(tmp_path):
             assert asyncio.run(_task_runs(flow_run_id)) == ["Completed"] * 3
     assert httpx.get(f"{harness}/health", timeout=30).status_code == 200
