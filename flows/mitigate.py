@@ -55,7 +55,9 @@ async def within_envelope(
     rule = rt.policy.actions.get(action)
     interval = compress(rule.min_interval, rt.speed) if rule else timedelta(0)
     recent: list[Action] = []
-    if interval > timedelta(0):  # no interval, no rate limit (whatever the stamps' clocks say)
+    # no interval, no rate limit: asked with since=now, the ledger also returned another
+    # incident's rollback recorded a moment after this now(), and held this one back
+    if interval > timedelta(0):
         recent = await asyncio.to_thread(
             rt.ledger.recent_actions,
             action,

@@ -105,8 +105,12 @@ def _run_name(flow: Flow[..., Any], parameters: dict[str, Any]) -> str | None:
 _flow_ids: dict[tuple[str, str], UUID] = {}
 
 
+def _flow_key(client: PrefectClient, flow: Flow[..., Any]) -> tuple[str, str]:
+    return (str(client.api_url), flow.name)
+
+
 async def _flow_id(client: PrefectClient, flow: Flow[..., Any]) -> UUID:
-    key = (str(client.api_url), flow.name)
+    key = _flow_key(client, flow)
     if key not in _flow_ids:
         _flow_ids[key] = await client.create_flow(flow)
     return _flow_ids[key]
@@ -141,7 +145,7 @@ async def create_subflow_run(
                 "POST", "/flow_runs/", json=request.model_dump(mode="json", exclude_unset=True)
             )
         except Exception:
-            _flow_ids.pop((str(client.api_url), flow.name), None)  # gone from the server?
+            _flow_ids.pop(_flow_key(client, flow), None)  # gone from the server?
             raise
     return FlowRun.model_validate(response.json())
 
@@ -183,7 +187,7 @@ class PhaseRuns:
             timer.cancel()
         if self._closed or flow.name in self._prepared:
             return
-        _prepared_flow(flow)  # built here, off the phase's path (Flow.with_options: ~5 ms)
+        _prepared_flow(flow)  # built at preload (warm); else here, off the phase's path
         self._prepared[flow.name] = asyncio.create_task(
             create_subflow_run(flow, parameters, self._parent, self._tags)
         )
