@@ -13,6 +13,14 @@ then starts each run as that small client instead of a new interpreter importing
 SIGTERM or SIGINT goes to the worker (Prefect's worker then stops polling and ends its runs); when it
 has exited the fork server is stopped. If the fork server dies, the worker keeps going and its runs
 fall back to ``python -m prefect.engine``.
+
+Prefect's worker exits when the server answers one of its reads with an error while it submits a run
+(a 500 from an overloaded server: PrefectHQ/prefect#16977; only 429 is retried in 3.9), taking the
+runs it started with it. Left alone, the pool then has one worker fewer for good. So a worker that
+exits on its own with a non-zero code is started again after ``RESTART_DELAY_S``, at most
+``RESTART_LIMIT`` times within ``RESTART_WINDOW_S``; past that it gives up with the worker's code.
+The runs the worker had started end with it (Prefect may still show them Running): re-running an
+incident's flow finds its actions done in the ledger and does not repeat them.
 """
 
 from __future__ import annotations
@@ -34,6 +42,9 @@ from runbook.forkrun import ENV_SOCKET
 #: the job variable ``command`` that makes a process worker's run a forkrun client
 FORKRUN_COMMAND = "python -m runbook.forkrun"
 READY_TIMEOUT_S = 120.0
+RESTART_DELAY_S = 2.0
+RESTART_LIMIT = 5
+RESTART_WINDOW_S = 600.0
 
 
 def wait_ready(
@@ -54,6 +65,16 @@ def wait_ready(
                 return  # the server drops a connection that sends no request
         time.sleep(0.1)
     raise RuntimeError(f"the fork server did not listen on {path} within {timeout_s:.0f} s")
+
+
+def restart_allowed(restarts: list[float], now: float) -> bool:
+    """Record a restart at ``now`` in ``restarts`` (monotonic times, pruned to the window) and say
+    whether it stays within ``RESTART_LIMIT`` restarts per ``RESTART_WINDOW_S``."""
+    restarts[:] = [t for t in restarts if now - t < RESTART_WINDOW_S]
+    if len(restarts) >= RESTART_LIMIT:
+        return False
+    restarts.append(now)
+    return True
 
 
 def worker_command(pool: str, limit: int | None, extra: Sequence[str]) -> list[str]:
@@ -106,13 +127,38 @@ def main(pool: str, limit: int | None = None, extra: Sequence[str] = ()) -> int:
             raise
         if stop_signal:
             return 128 + stop_signal[0]
+        restarts: list[float] = []
         worker = subprocess.Popen(  # noqa: S603 - our own interpreter's prefect
             worker_command(pool, limit, extra), env=worker_env(path), stdin=subprocess.DEVNULL
         )
         while True:
             code = worker.poll()
             if code is not None:
-                return code
+                if code == 0 or stop_signal or not restart_allowed(restarts, time.monotonic()):
+                    if code != 0 and not stop_signal:
+                        print(
+                            f"runbook worker: prefect worker exited ({code}) "
+                            f"{RESTART_LIMIT + 1} times within {RESTART_WINDOW_S:.0f} s; "
+                            "giving up",
+                            file=sys.stderr,
+                            flush=True,
+                        )
+                    return code
+                print(
+                    f"runbook worker: prefect worker exited ({code}); starting it again in "
+                    f"{RESTART_DELAY_S:g} s (restart {len(restarts)} of at most {RESTART_LIMIT} "
+                    f"within {RESTART_WINDOW_S:.0f} s)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                time.sleep(RESTART_DELAY_S)
+                if stop_signal:
+                    return code
+                worker = subprocess.Popen(  # noqa: S603 - our own interpreter's prefect
+                    worker_command(pool, limit, extra), env=worker_env(path),
+                    stdin=subprocess.DEVNULL,
+                )  # fmt: skip
+                continue
             if server.poll() is not None and not stop_signal and not told_server_gone:
                 print(
                     f"runbook worker: the fork server exited ({server.returncode}); runs now start "

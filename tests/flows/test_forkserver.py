@@ -188,3 +188,63 @@ def test_runbook_worker_refuses_a_limit_below_one() -> None:
     )  # fmt: skip
     assert done.returncode == 2
     assert "--limit must be at least 1" in done.stderr
+
+
+def test_restarts_are_allowed_up_to_the_limit_within_the_window(monkeypatch) -> None:
+    """Five restarts within ten minutes are allowed, a sixth is not; once the first has aged out of
+    the window, one more is allowed again."""
+    import flows.worker as worker
+
+    monkeypatch.setattr(worker, "RESTART_LIMIT", 5)
+    monkeypatch.setattr(worker, "RESTART_WINDOW_S", 600.0)
+    restarts: list[float] = []
+    assert all(worker.restart_allowed(restarts, t) for t in (0, 10, 20, 30, 40))
+    assert not worker.restart_allowed(restarts, 50)
+    assert worker.restart_allowed(restarts, 601)  # the one at 0 has left the window
+    assert restarts == [10, 20, 30, 40, 601]
+
+
+def _flaky_worker(monkeypatch, tmp_path: Path, codes: list[int]) -> Path:
+    """`runbook worker`'s prefect worker replaced by a script exiting with codes[n] on its n-th start
+    (the last code from then on); each start appends a line to the returned file."""
+    import flows.worker as worker
+
+    starts = tmp_path / "starts"
+    script = (
+        "import sys; from pathlib import Path; p = Path(sys.argv[1]); "
+        "n = len(p.read_text().splitlines()) if p.exists() else 0; "
+        "p.open('a').write('start\\n'); codes = [int(c) for c in sys.argv[2].split(',')]; "
+        "sys.exit(codes[min(n, len(codes) - 1)])"
+    )
+    command = [sys.executable, "-c", script, str(starts), ",".join(map(str, codes))]
+    monkeypatch.setattr(worker, "worker_command", lambda *_: command)
+    monkeypatch.setattr(worker, "RESTART_DELAY_S", 0.05)
+    monkeypatch.setattr(worker, "RESTART_LIMIT", 3)
+    return starts
+
+
+def test_a_prefect_worker_that_fails_is_started_again_and_a_clean_exit_ends(
+    monkeypatch, tmp_path, capfd
+) -> None:
+    """Prefect's worker exits 1 twice (as on a server 500 while submitting a run): `runbook
+    worker` starts it again each time and, when it then exits 0, returns 0 without another start."""
+    import flows.worker as worker
+
+    starts = _flaky_worker(monkeypatch, tmp_path, [1, 1, 0])
+    assert worker.main("pool") == 0
+    assert starts.read_text().splitlines() == ["start"] * 3
+    err = capfd.readouterr().err
+    assert err.count("prefect worker exited (1); starting it again") == 2
+
+
+def test_a_prefect_worker_failing_past_the_limit_is_given_up_with_its_code(
+    monkeypatch, tmp_path, capfd
+) -> None:
+    """A worker that keeps exiting 3 is started 1 + RESTART_LIMIT (3) times, then `runbook worker`
+    gives up, says so, and returns 3."""
+    import flows.worker as worker
+
+    starts = _flaky_worker(monkeypatch, tmp_path, [3])
+    assert worker.main("pool") == 3
+    assert len(starts.read_text().splitlines()) == 4
+    assert "giving up" in capfd.readouterr().err
