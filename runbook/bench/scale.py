@@ -75,11 +75,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from runbook.bench.latency import ADMIN_DSN, bench_home, percentile
+from runbook.bench.latency import bench_home, percentile
 from runbook.bench.machine import reading as machine_reading
+from runbook.bench.pg_cluster import ClusterUnavailable, private_cluster
 from runbook.bench.scale_cluster import (
     Setup,
-    create_db,
     start_server,
     start_workers,
     stop_all,
@@ -98,6 +98,8 @@ from runbook.bench.scale_figures import (
 from runbook.gateway.dispatcher import PrefectLauncher
 
 DEFAULT_LIMIT = 5
+# the ledger's private cluster: 100 runs at once x (pool + overflow) with room to spare
+LEDGER_MAX_CONNECTIONS = 1000
 
 
 class ScaleLauncher(PrefectLauncher):
@@ -294,25 +296,37 @@ async def cancel_unfinished(incident_ids: Iterable[int]) -> None:
 def running(
     folder: Path, speed: float, workers: int, limit: int, forked: bool = True
 ) -> Iterator[Setup]:
-    """Start everything; on the way out (errors and Ctrl-C too) stop it all and drop the databases."""
+    """Start everything; on the way out (errors and Ctrl-C too) stop it all and remove the private
+    PostgreSQL cluster that held the ledger and the Prefect server's database."""
+    setup = Setup(folder=folder, speed=speed, forked=forked)
+    default = resources.files("runbook").joinpath("default_policy.toml").read_text("utf-8")
+    setup.policy_path.write_text(bench_policy_text(tomllib.loads(default).get("actions", {})))
+    with contextlib.ExitStack() as stack:
+        # the ledger and the Prefect server's database on a private cluster: every run process
+        # keeps its own ledger pool and the server a large one, and a storm with a run per incident
+        # at once needs more connections than the shared server's 100
+        try:
+            cluster = stack.enter_context(private_cluster(max_connections=LEDGER_MAX_CONNECTIONS))
+        except ClusterUnavailable as exc:
+            raise RuntimeError(
+                f"bench scale keeps its databases on a private PostgreSQL cluster: {exc}"
+            ) from None
+        setup.ledger_url = f"postgresql+psycopg://postgres@127.0.0.1:{cluster.port}/postgres"
+        yield from _running(setup, workers, limit, cluster.dsn)
+
+
+def _running(setup: Setup, workers: int, limit: int, admin_dsn: str) -> Iterator[Setup]:
     import prefect.settings as ps
     from pydantic import SecretStr
 
-    from runbook.bench.latency import _drop_pg_database
     from runbook.gateway.app import create_app
     from runbook.gateway.config import GatewayConfig
     from runbook.ledger import open_ledger
     from runbook.sandbox.server import serve_in_thread
 
-    setup = Setup(folder=folder, speed=speed, forked=forked)
-    default = resources.files("runbook").joinpath("default_policy.toml").read_text("utf-8")
-    setup.policy_path.write_text(bench_policy_text(tomllib.loads(default).get("actions", {})))
     try:
-        db = create_db("runbook_scale_ledger")
-        setup.dbs.append(db)
-        setup.ledger_url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{db}"
         setup.ledger = open_ledger(setup.ledger_url)
-        start_server(setup)
+        start_server(setup, admin_dsn)
         with ps.temporary_settings(updates={ps.PREFECT_API_URL: setup.api_url}):
             start_workers(setup, workers, limit)
             setup.servers.append(serve_in_thread(setup.router))
@@ -336,9 +350,6 @@ def running(
         stop_all(setup.procs[:1])
         if setup.ledger is not None:
             setup.ledger.close()
-        for name in setup.dbs:
-            with contextlib.suppress(Exception):
-                _drop_pg_database(ADMIN_DSN, name)
 
 
 def run(incidents: int = 100, workers: int = 2, speed: float = 100.0,

@@ -55,7 +55,6 @@ class Setup:
     folder: Path
     speed: float
     forked: bool = True  # `runbook worker` and forkrun runs; False: plain `prefect worker start`
-    dbs: list[str] = field(default_factory=list)
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     servers: list[Any] = field(default_factory=list)
     worlds: dict[int, Any] = field(default_factory=dict)
@@ -71,17 +70,32 @@ class Setup:
         return self.folder / "policy.toml"
 
 
-def create_db(prefix: str) -> str:
+def create_db(prefix: str, admin_dsn: str = ADMIN_DSN) -> str:
+    """A fresh database on ``admin_dsn``'s server; its name.
+
+    Raises:
+        RuntimeError: PostgreSQL refused, with its reason.
+    """
     from runbook.bench.latency import _create_pg_database
 
     errors: list[str] = []
-    name = _create_pg_database(ADMIN_DSN, prefix, errors)
+    name = _create_pg_database(admin_dsn, prefix, errors)
     if name is None:
         raise RuntimeError(
-            "bench scale needs the PostgreSQL at 127.0.0.1:5432 (user postgres, trust auth) for "
-            f"the Prefect server and the ledger; creating a database failed: {errors[0]}"
+            f"bench scale needs a PostgreSQL ({admin_dsn}) for the Prefect server and the "
+            f"ledger; creating a database failed: {errors[0]}"
         )
     return name
+
+
+# The Prefect server's database pool. Prefect's default (5 + 10 overflow, 30 s wait) ran dry when
+# 100 runs started at once: a 500 on the worker's read of the deployment, and `prefect worker start`
+# exits on an error there, its runs with it. The README's production commands set the same.
+SERVER_POOL = {
+    "PREFECT_SERVER_DATABASE_SQLALCHEMY_POOL_SIZE": "20",
+    "PREFECT_SERVER_DATABASE_SQLALCHEMY_MAX_OVERFLOW": "40",
+    "PREFECT_SERVER_DATABASE_SQLALCHEMY_POOL_TIMEOUT": "120",
+}
 
 
 def _env(setup: Setup, **extra: str) -> dict[str, str]:
@@ -129,18 +143,19 @@ def stop_all(procs: Sequence[subprocess.Popen[bytes]], timeout: float = 15) -> N
             proc.wait(10)
 
 
-def start_server(setup: Setup) -> None:
-    """``prefect server start`` on a fresh PostgreSQL database; returns once /api/health answers."""
+def start_server(setup: Setup, admin_dsn: str = ADMIN_DSN) -> None:
+    """``prefect server start`` on a fresh database of ``admin_dsn``'s PostgreSQL, its connection
+    pool sized for a storm (``SERVER_POOL``); returns once /api/health answers."""
     import httpx
 
     from runbook.bench.latency import _asyncpg_url
 
-    db = create_db("runbook_scale_prefect")
-    setup.dbs.append(db)
+    db = create_db("runbook_scale_prefect", admin_dsn)
     port = free_port()
     env = _env(
         setup,
-        PREFECT_SERVER_DATABASE_CONNECTION_URL=_asyncpg_url(ADMIN_DSN, db),
+        PREFECT_SERVER_DATABASE_CONNECTION_URL=_asyncpg_url(admin_dsn, db),
+        **{k: v for k, v in SERVER_POOL.items() if k not in os.environ},
         PREFECT_UI_ENABLED="false",
         PREFECT_SERVER_LOGGING_LEVEL="WARNING",
         PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED="false",  # no scheduled deployments here

@@ -57,8 +57,15 @@ def duplicate_action_keys(rows: Iterable[tuple[str, str]]) -> int:
     return sum(n - 1 for n in done.values() if n > 1)
 
 
+# the watch for recurrence after a verified mitigation: the policy's 15 min would hold every run
+# (and the bench) a quarter of an hour at production speed; it starts after mitigated_at, so TTM is
+# the same either way
+BENCH_RECURRENCE_WATCH = "2m"
+
+
 def bench_policy_text(default_actions: dict[str, dict[str, Any]]) -> str:
-    """The drill's overlay (approvals run on their own) with no rollback interval per target.
+    """The drill's overlay (approvals run on their own), no rollback interval per target, and a
+    shorter watch for recurrence (``BENCH_RECURRENCE_WATCH``).
 
     The safety envelope allows one rollback per Vercel project per ``min_interval`` (30 min, 18 s at
     100x). Every sandbox world has the same project id (``prj_sandbox``) where a real storm of
@@ -71,8 +78,13 @@ def bench_policy_text(default_actions: dict[str, dict[str, Any]]) -> str:
     head = "[actions.rollback_deployment]\n"
     note = "# bench scale: every world's project is prj_sandbox; a real storm has one per service\n"
     if head in text:
-        return text.replace(head, note + head + "min_interval = 0\n", 1)
-    return text + note + head + "min_interval = 0\n"
+        text = text.replace(head, note + head + "min_interval = 0\n", 1)
+    else:
+        text += note + head + "min_interval = 0\n"
+    return (
+        text + "# bench scale: the watch after mitigation (TTM ends before it), shortened\n"
+        f'[monitoring]\nrecurrence_watch = "{BENCH_RECURRENCE_WATCH}"\n'
+    )
 
 
 def world_index(service: str) -> int | None:

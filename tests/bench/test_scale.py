@@ -116,7 +116,9 @@ def test_verdict_passes_only_all_resolved_no_duplicates_within_ratio() -> None:
 
 def test_bench_policy_keeps_the_drill_overlay_and_drops_the_rollback_interval(tmp_path) -> None:
     """The bench's policy parses; approvals of the default policy run automatically as in a drill,
-    "never" stays never, and rollbacks have no minimum interval per target."""
+    "never" stays never, rollbacks have no minimum interval per target, and the watch for recurrence
+    after mitigation is the bench's 2 min (the default's 15 min otherwise); the rest of the
+    monitoring section keeps the defaults."""
     default = resources.files("runbook").joinpath("default_policy.toml").read_text("utf-8")
     actions = tomllib.loads(default)["actions"]
     path = tmp_path / "policy.toml"
@@ -126,17 +128,20 @@ def test_bench_policy_keeps_the_drill_overlay_and_drops_the_rollback_interval(tm
     assert rollback.min_interval.total_seconds() == 0
     assert rollback.P2 == "auto" and rollback.P3 == "never"
     assert policy.actions["terminate_backends"].min_interval.total_seconds() > 0
+    assert policy.monitoring.recurrence_watch.total_seconds() == 120
+    assert load_policy(None).monitoring.recurrence_watch.total_seconds() == 15 * 60
+    assert policy.monitoring.auto_resolve_after == load_policy(None).monitoring.auto_resolve_after
 
 
-def test_a_database_that_cannot_be_created_is_reported_with_postgresqls_reason(monkeypatch) -> None:
+def test_a_database_that_cannot_be_created_is_reported_with_postgresqls_reason() -> None:
     """No PostgreSQL where the bench looks: the error names it and says what PostgreSQL answered."""
     import runbook.bench.scale_cluster as cluster
 
-    monkeypatch.setattr(cluster, "ADMIN_DSN", "host=127.0.0.1 port=1 user=postgres dbname=postgres")
+    dsn = "host=127.0.0.1 port=1 user=postgres dbname=postgres"
     with pytest.raises(RuntimeError) as caught:
-        cluster.create_db("runbook_scale_test")
+        cluster.create_db("runbook_scale_test", dsn)
     message = str(caught.value)
-    assert "127.0.0.1:5432" in message and "creating a database failed: " in message
+    assert f"({dsn})" in message and "creating a database failed: " in message
     assert "port 1" in message or "refused" in message.lower()
 
 
