@@ -14,6 +14,7 @@ from sqlalchemy.engine import URL
 from runbook.clock import Clock, SystemClock
 from runbook.ledger.actions import ActionsMixin
 from runbook.ledger.alerts import AlertsMixin
+from runbook.ledger.digests import DigestsMixin
 from runbook.ledger.engine import create_ledger_engine, migrate
 from runbook.ledger.incidents import IncidentsMixin
 from runbook.ledger.queue import QueueMixin
@@ -22,7 +23,15 @@ from runbook.ledger.snapshots import SnapshotsMixin
 from runbook.ledger.url import describe_url, resolve_url
 
 
-class Ledger(AlertsMixin, IncidentsMixin, ActionsMixin, QueueMixin, SnapshotsMixin, ReviewsMixin):
+class Ledger(
+    AlertsMixin,
+    IncidentsMixin,
+    ActionsMixin,
+    QueueMixin,
+    SnapshotsMixin,
+    ReviewsMixin,
+    DigestsMixin,
+):
     """The incident store over SQLite or PostgreSQL.
 
     Args:
