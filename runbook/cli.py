@@ -404,7 +404,13 @@ def bench_overhead(
 def bench_scale(
     incidents: Annotated[int, typer.Option(help="Distinct incidents in the storm.")] = 100,
     workers: Annotated[int, typer.Option(help="Worker processes on the pool.")] = 2,
-    speed: Annotated[float, typer.Option(help="Clock compression of the incidents.")] = 100.0,
+    speed: Annotated[
+        float,
+        typer.Option(
+            help="Clock compression of the incidents; 1 is production timing (then give "
+            "--limit enough slots for every incident at once)."
+        ),
+    ] = 100.0,
     limit: Annotated[int, typer.Option(help="Concurrent flow runs per worker (--limit).")] = 5,
     fork: Annotated[
         bool,

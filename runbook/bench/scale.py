@@ -7,8 +7,11 @@ The layout is the production one, on one machine, everything fresh and private t
    processes (see Workers below); the ``incident-response/runbook`` deployment is registered on that
    pool (module entrypoint, so a run imports the installed project wherever the worker runs it), and
    every flow run is a process of one of the workers;
-3. the ledger on another fresh PostgreSQL database, shared by the gateway (this process) and the
-   flow runs (``RUNBOOK_LEDGER_URL``; no password in it, trust auth);
+3. the ledger on another PostgreSQL database, shared by the gateway (this process) and the flow
+   runs (``RUNBOOK_LEDGER_URL``; no password in it, trust auth). Both databases are on a private
+   cluster the bench starts (``runbook.bench.pg_cluster``, ``max_connections`` 1000) and removes:
+   every run process keeps its own ledger pool and the server a pool of 20 + 40, which a storm with
+   a run per incident at once would not find on a shared server's 100 slots;
 4. the alert gateway in this process (uvicorn in a thread) with a bearer token, and its outbox
    dispatcher launching runs exactly as ``PrefectLauncher`` does (``arun_deployment(...,
    timeout=0, idempotency_key="incident-<id>", as_subflow=False)``), plus the run's ``options``.
@@ -48,12 +51,14 @@ server that has imported prefect and the flows, and the deployment's job variabl
 ``prefect worker start`` with Prefect's own command: a workspace supervisor process that execs ``python
 -m prefect.engine``, importing prefect twice (~6 s of CPU per run on this machine).
 
-**Worker limit.** ``--limit`` (default 5 per worker, so 10 runs at once) keeps the machine busy while
-runs wait on the policy's compressed pauses, and queues the rest in Prefect, which is the honest
-picture of a storm larger than the fleet. It is also bounded by the ledger's PostgreSQL: each run
-process may hold ``RUNBOOK_LEDGER_POOL_SIZE`` + ``RUNBOOK_LEDGER_MAX_OVERFLOW`` connections (15 by
-default), and 40 runs at once exhausted the shared server's 100. The review deployment is not
-registered: the reminders it would run (+24 h at 100x is 14 min later) are not part of the storm.
+**Worker limit and speed.** ``--limit`` (default 5 per worker, so 10 runs at once) keeps the machine
+busy while runs wait on the policy's compressed pauses at ``--speed 100``, and queues the rest in
+Prefect, which is the honest picture of a storm larger than the fleet. At ``--speed 1`` (production
+timing: a minute and a half of metric windows before a mitigation is verified, and the watch after
+it) runs hold their slot for minutes, so a storm needs a slot per incident (``--limit 50`` with two
+workers for 100). The policy's watch for recurrence is 2 min instead of 15 (``bench_policy_text``):
+it comes after ``mitigated_at``. The review deployment is not registered: the reminders it would
+run (+24 h at 100x is 14 min later) are not part of the storm.
 
 Usage: ``runbook bench scale [--incidents 100] [--workers 2] [--speed 100] [--limit 5] [--no-fork] [--json]``
 """
