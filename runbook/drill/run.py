@@ -46,6 +46,26 @@ DRILL_APP_ROLE = "runbook_drill_app"
 # rolled back when they began with a deploy, and otherwise escalated to a person (the flow tests cover
 # that branch), so the drill's errors come with a deployment.
 SCENARIO_PARAMS: dict[str, dict[str, Any]] = {"high-error-rate": {"after_deploy": True}}
+
+
+def alert_lead_s(scenario: str, speed: float) -> float:
+    """Real seconds a scenario's fault lasts before its alert may fire.
+
+    db-degradation: the PostgresTarget's long-query threshold (300 s by default, the runbook's "Kill
+    long-running queries ... query_start < NOW() - INTERVAL '5 minutes'"), compressed by the speed.
+    That is what triage counts as long-running and what the DB playbook terminates, and a database
+    alert rule holds that long before it pages (Prometheus ``for: 5m``). Without the lead the alert
+    came 1-2 s after the fault at 100x (100-200 clock seconds), and a triage that looked before the
+    slow query was 3 s old found none and ranked the incident high-error-rate (2 drills of 9).
+    """
+    if scenario != "db-degradation":
+        return 0.0
+    from blocks.postgres import PostgresTarget
+
+    threshold = PostgresTarget.model_fields["long_query_threshold_s"].default
+    return float(threshold) / speed
+
+
 SANDBOX_VENDORS_WITH_FAULTS = ("vercel", "supabase", "slack", "pagerduty", "statuspage", "github")
 
 
@@ -282,6 +302,11 @@ async def _raise_alert(run: DrillRun, prod: Any, policy: Any, gateway_url: str, 
         )
         started = utcnow()
         run.say(f"[bold]fault injected[/]: {info['description']}")
+        lead = alert_lead_s(run.settings.scenario, run.settings.speed)
+        if lead > 0:
+            run.say(f"the fault lasts {lead:.1f} s ({lead * run.settings.speed / 60:g} min at 1x) "
+                    "before its alert rule may fire")  # fmt: skip
+            await asyncio.sleep(lead)
         for _ in range(20):
             obs = await alerting.observe(app, policy, 1.0)
             if obs.firing:

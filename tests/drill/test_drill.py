@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from runbook.cli import app
 from runbook.clock import utcnow
 from runbook.drill.alerting import Observation, alertmanager_notification
-from runbook.drill.run import DRILL_SCENARIOS, drill_policy_text
+from runbook.drill.run import DRILL_SCENARIOS, alert_lead_s, drill_policy_text
 from runbook.gateway.parsers.alertmanager import parse_document
 from runbook.models import AlertStatus, Severity
 from runbook.playbooks.severity import ThresholdFinding
@@ -71,6 +71,20 @@ def test_drill_policy_runs_approvals_automatically_and_keeps_never(tmp_path: Pat
             got = policy.actions[name].mode(Severity(sev))
             want = "auto" if modes[sev] == "approve" else modes[sev]
             assert got == want, (name, sev)
+
+
+def test_the_db_fault_lasts_the_long_query_threshold_before_its_alert() -> None:
+    """db-degradation's alert may fire only once its slow query is long-running by the target
+    block's default threshold (300 s: 3 s at 100x, 300 s at 1x), so triage and the DB playbook see
+    it; the other scenarios alert as soon as their rule fires."""
+    from blocks.postgres import PostgresTarget
+
+    threshold = PostgresTarget.model_fields["long_query_threshold_s"].default
+    assert threshold == 300
+    assert alert_lead_s("db-degradation", 100) == 3.0
+    assert alert_lead_s("db-degradation", 1) == 300.0
+    others = [s for s in DRILL_SCENARIOS if s != "db-degradation"]
+    assert others and all(alert_lead_s(s, 100) == 0.0 for s in others)
 
 
 def test_unknown_scenario_lists_the_known_ones_and_exits_2(tmp_path, monkeypatch) -> None:
