@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,6 +98,11 @@ SERVER_POOL = {
 }
 
 
+def server_pool_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """``SERVER_POOL``, each value taken from ``environ`` where it is set there."""
+    return {k: environ.get(k, v) for k, v in SERVER_POOL.items()}
+
+
 def _env(setup: Setup, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "RUNBOOK_"))}
     return env | {
@@ -155,7 +160,7 @@ def start_server(setup: Setup, admin_dsn: str = ADMIN_DSN) -> None:
     env = _env(
         setup,
         PREFECT_SERVER_DATABASE_CONNECTION_URL=_asyncpg_url(admin_dsn, db),
-        **{k: v for k, v in SERVER_POOL.items() if k not in os.environ},
+        **server_pool_env(os.environ),
         PREFECT_UI_ENABLED="false",
         PREFECT_SERVER_LOGGING_LEVEL="WARNING",
         PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED="false",  # no scheduled deployments here

@@ -133,6 +133,21 @@ def test_bench_policy_keeps_the_drill_overlay_and_drops_the_rollback_interval(tm
     assert policy.monitoring.auto_resolve_after == load_policy(None).monitoring.auto_resolve_after
 
 
+def test_the_servers_pool_is_sized_for_a_storm_and_the_environment_wins() -> None:
+    """The bench's Prefect server gets a pool of 20 + 40 connections with a 120 s wait, unless the
+    environment sets one of them: that value is kept (the rest of PREFECT_* is not passed on)."""
+    from runbook.bench.scale_cluster import server_pool_env
+
+    assert server_pool_env({}) == {
+        "PREFECT_SERVER_DATABASE_SQLALCHEMY_POOL_SIZE": "20",
+        "PREFECT_SERVER_DATABASE_SQLALCHEMY_MAX_OVERFLOW": "40",
+        "PREFECT_SERVER_DATABASE_SQLALCHEMY_POOL_TIMEOUT": "120",
+    }
+    env = server_pool_env({"PREFECT_SERVER_DATABASE_SQLALCHEMY_POOL_SIZE": "7", "OTHER": "x"})
+    assert env["PREFECT_SERVER_DATABASE_SQLALCHEMY_POOL_SIZE"] == "7"
+    assert env["PREFECT_SERVER_DATABASE_SQLALCHEMY_MAX_OVERFLOW"] == "40" and "OTHER" not in env
+
+
 def test_a_database_that_cannot_be_created_is_reported_with_postgresqls_reason() -> None:
     """No PostgreSQL where the bench looks: the error names it and says what PostgreSQL answered."""
     import runbook.bench.scale_cluster as cluster
