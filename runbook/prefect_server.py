@@ -24,8 +24,9 @@ stopped it. ``private_server`` asks for a free port, so it is always a server of
 from __future__ import annotations
 
 import os
-import socket
 from typing import TYPE_CHECKING, Any
+
+from runbook.ports import free_port
 
 if TYPE_CHECKING:
     from prefect.server.api.server import SubprocessASGIServer
@@ -59,7 +60,4 @@ def private_server() -> SubprocessASGIServer:
     the one Prefect's ephemeral mode or test harness may already run in this process."""
     from prefect.server.api.server import SubprocessASGIServer
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
-    return SubprocessASGIServer(port=port)
+    return SubprocessASGIServer(port=free_port())

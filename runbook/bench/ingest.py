@@ -41,11 +41,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from runbook.bench.ingest_load import DEFAULT_CONNECTIONS, drive, free_port, wait_ready
+from runbook.bench.ingest_load import DEFAULT_CONNECTIONS, drive, wait_ready
 from runbook.bench.machine import reading as machine_reading
 from runbook.ledger import open_ledger
 from runbook.ledger.schema import alerts as alerts_table
 from runbook.ledger.schema import incidents as incidents_table
+from runbook.ports import free_port
 
 TOKEN = "bench-token"  # noqa: S105 - a throwaway token for a loopback-only benchmark
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import multiprocessing as mp
 import queue
-import socket
 import time
 from multiprocessing.synchronize import Event
 from typing import Any
@@ -19,13 +18,6 @@ import httpx
 
 CLIENT_PROCS = 2
 DEFAULT_CONNECTIONS = 128
-
-
-def free_port() -> int:
-    """A TCP port free on the loopback interface right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_ready(host: str, port: int, path: str, timeout: float = 30.0) -> None:

@@ -11,11 +11,12 @@ import contextlib
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+from runbook.ports import free_port
 
 
 class ClusterUnavailable(RuntimeError):
@@ -47,12 +48,6 @@ def _as_postgres(*command: str) -> list[str]:
             )
         return ["runuser", "-u", "postgres", "--", *command]
     return list(command)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class PrivateCluster:
@@ -98,7 +93,7 @@ def private_cluster(**settings: object) -> Iterator[PrivateCluster]:
     root = Path(tempfile.mkdtemp(prefix="runbook-pg-", dir="/tmp"))
     if os.geteuid() == 0:
         shutil.chown(root, "postgres", "postgres")
-    node = PrivateCluster(root, _free_port(), bin_dir)
+    node = PrivateCluster(root, free_port(), bin_dir)
     try:
         try:
             subprocess.run(  # noqa: S603

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runbook.bench.ingest_load import free_port
 from runbook.bench.latency import ADMIN_DSN
 from runbook.ledger.engine import ENV_MAX_OVERFLOW, ENV_POOL_SIZE
+from runbook.ports import free_port
 from runbook.prefect_server import SERVER_DEFAULTS
 
 # --- the setup ------------------------------------------------------------------------------------

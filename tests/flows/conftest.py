@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import socket
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from blocks import (
     VercelProject,
 )
 from flows.runtime import Options
+from runbook.ports import free_port
 from runbook.sandbox import statuspage as sandbox_statuspage
 from runbook.sandbox.app import create_app, reset_world
 from runbook.sandbox.core import DEFAULT_TOKEN, World
@@ -101,18 +102,25 @@ class MailSink:
         return "250 OK"
 
 
-@pytest.fixture(scope="session")
-def mail_sink() -> Iterator[tuple[MailSink, int]]:
+@contextlib.contextmanager
+def smtp_server(handler: Any) -> Iterator[int]:
+    """A local SMTP server (aiosmtpd) answering with ``handler``, on a free port; yields the port."""
     from aiosmtpd.controller import Controller
 
-    sink = MailSink()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    controller = Controller(sink, hostname="127.0.0.1", port=port)
+    port = free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
     controller.start()
-    yield sink, port
-    controller.stop()
+    try:
+        yield port
+    finally:
+        controller.stop()
+
+
+@pytest.fixture(scope="session")
+def mail_sink() -> Iterator[tuple[MailSink, int]]:
+    sink = MailSink()
+    with smtp_server(sink) as port:
+        yield sink, port
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,6 @@ ledger and a local SMTP server."""
 from __future__ import annotations
 
 import logging
-import socket
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,7 +17,7 @@ from pydantic import SecretStr
 from flows.digest import digest, send_error
 from flows.runtime import Options, get_ledger
 from runbook.clock import utcnow
-from tests.flows.conftest import TEST_POLICY
+from tests.flows.conftest import TEST_POLICY, smtp_server
 
 pytestmark = pytest.mark.timeout(90)
 TEAM = "team@example.com"
@@ -39,20 +38,14 @@ class RefusingSink:
 @pytest.fixture(scope="module")
 def refusing_smtp(flow_env: Any) -> Iterator[RefusingSink]:
     """The refusing SMTP server, saved as the EmailServerCredentials block ``digest-refused``."""
-    from aiosmtpd.controller import Controller
     from prefect_email import EmailServerCredentials
 
     sink = RefusingSink()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    controller = Controller(sink, hostname="127.0.0.1", port=port)
-    controller.start()
-    EmailServerCredentials(smtp_server="127.0.0.1", smtp_port=port, smtp_type="INSECURE").save(
-        REFUSING_BLOCK, overwrite=True
-    )
-    yield sink
-    controller.stop()
+    with smtp_server(sink) as port:
+        EmailServerCredentials(smtp_server="127.0.0.1", smtp_port=port, smtp_type="INSECURE").save(
+            REFUSING_BLOCK, overwrite=True
+        )
+        yield sink
 
 
 @pytest.fixture

@@ -73,7 +73,7 @@ def cluster() -> Iterator[Cluster]:
     root = Path(tempfile.mkdtemp(prefix="runbook-outage-", dir="/tmp"))
     if os.geteuid() == 0:
         shutil.chown(root, "postgres", "postgres")
-    from runbook.bench.ingest_load import free_port
+    from runbook.ports import free_port
 
     node = Cluster(root, free_port())
     subprocess.run(  # noqa: S603

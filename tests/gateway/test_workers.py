@@ -20,11 +20,12 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from runbook.bench.ingest_load import free_port, wait_ready
+from runbook.bench.ingest_load import wait_ready
 from runbook.errors import ConfigError
 from runbook.gateway import GatewayConfig
 from runbook.gateway.workers import start_pool
 from runbook.ledger import open_ledger
+from runbook.ports import free_port
 from tests.conftest import drop_pg_database, make_pg_database
 from tests.gateway import payloads as p
 from tests.gateway.conftest import TOKEN
