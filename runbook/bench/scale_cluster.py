@@ -98,9 +98,15 @@ SERVER_POOL = {
 }
 
 
+def env_or_default(defaults: Mapping[str, str], environ: Mapping[str, str]) -> dict[str, str]:
+    """``defaults``, each value taken from ``environ`` where it is set there (``_env`` passes no
+    PREFECT_* variable on, so a value set for the bench would otherwise reach the server as nothing)."""
+    return {k: environ.get(k, v) for k, v in defaults.items()}
+
+
 def server_pool_env(environ: Mapping[str, str]) -> dict[str, str]:
     """``SERVER_POOL``, each value taken from ``environ`` where it is set there."""
-    return {k: environ.get(k, v) for k, v in SERVER_POOL.items()}
+    return env_or_default(SERVER_POOL, environ)
 
 
 def _env(setup: Setup, **extra: str) -> dict[str, str]:
@@ -164,7 +170,8 @@ def start_server(setup: Setup, admin_dsn: str = ADMIN_DSN) -> None:
         PREFECT_UI_ENABLED="false",
         PREFECT_SERVER_LOGGING_LEVEL="WARNING",
         PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED="false",  # no scheduled deployments here
-        **SERVER_DEFAULTS,  # task runs recorded in batches, as the README recommends
+        # task runs recorded in batches, as the README recommends; a value set here wins
+        **env_or_default(SERVER_DEFAULTS, os.environ),
     )
     proc = _spawn(setup, ["server", "start", "--host", "127.0.0.1", "--port", str(port)],
                   "server.log", env)  # fmt: skip

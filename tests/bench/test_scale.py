@@ -148,6 +148,17 @@ def test_the_servers_pool_is_sized_for_a_storm_and_the_environment_wins() -> Non
     assert env["PREFECT_SERVER_DATABASE_SQLALCHEMY_MAX_OVERFLOW"] == "40" and "OTHER" not in env
 
 
+def test_the_task_run_batching_of_the_bench_server_yields_to_the_environment() -> None:
+    """The README says a task-run recorder setting in the environment wins over the project's
+    batching on every server it starts: bench scale's too (it passes no PREFECT_* on by itself)."""
+    from runbook.bench.scale_cluster import env_or_default
+    from runbook.prefect_server import SERVER_DEFAULTS
+
+    batch = "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE"
+    assert env_or_default(SERVER_DEFAULTS, {}) == SERVER_DEFAULTS
+    assert env_or_default(SERVER_DEFAULTS, {batch: "1"})[batch] == "1"
+
+
 def test_a_database_that_cannot_be_created_is_reported_with_postgresqls_reason() -> None:
     """No PostgreSQL where the bench looks: the error names it and says what PostgreSQL answered."""
     import runbook.bench.scale_cluster as cluster
