@@ -10,7 +10,9 @@ Work that every served run would otherwise repeat after the fork is done here on
   was the largest CPU cost from the parent's start to detect's first task); anyio's asyncio backend,
   the sqlite3 driver, the idna codec, Prefect's suspension observers and rich's emoji table (py-spy
   and ``-X importtime`` of served runs);
-- matplotlib, which the RCA phase imports lazily to draw its chart (0.44 s of the RCA phase here);
+- matplotlib, which the RCA phase imports lazily to draw its chart (0.44 s of the RCA phase here),
+  and a sample chart drawn in memory (``runbook.chart.warm_up``): fonts, glyphs and text layouts
+  cached before the fork, not in each run's chart child;
 - the phase flows' copies that runs made ahead start (``flows.phase_runs.warm``: each generates
   its parameter schema, ~5 ms of CPU in the middle of the phase before it);
 - the vendor clients' shared TLS context (loading the CA bundle: 23 ms) is built, and so is the one
@@ -51,6 +53,7 @@ from flows.phase_runs import warm as warm_phase_runs
 from flows.prefect_tls import warm as warm_prefect_tls
 from flows.rca import rca
 from flows.triage import triage
+from runbook.chart import warm_up as warm_chart
 from runbook.clients.base import shared_tls_context
 
 
@@ -88,4 +91,5 @@ build_deferred_models()
 warm_phase_runs(detect, triage, mitigate, communicate, rca)
 shared_tls_context()
 warm_prefect_tls()
+warm_chart()
 freeze_heap()  # last: what the lines above made is frozen too

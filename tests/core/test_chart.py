@@ -7,7 +7,16 @@ from pathlib import Path
 
 from matplotlib.colors import to_hex
 
-from runbook.chart import BREACHED, MET, NO_SERIES, build_figure, metric_series, write_chart
+from runbook.chart import (
+    BREACHED,
+    MET,
+    NO_SERIES,
+    build_figure,
+    left_margin,
+    metric_series,
+    warm_up,
+    write_chart,
+)
 from runbook.ledger.records import Deadline
 from runbook.models import Alert, Incident, IncidentStatus, Phase, Severity, TimelineEvent
 from runbook.policy import load_policy
@@ -110,3 +119,47 @@ def test_no_data_draws_panels_that_say_so(tmp_path: Path) -> None:
     assert NO_SERIES in texts and "no phase timings recorded" in texts
     path = write_chart(tmp_path / "INC-1.svg", timings, series, "INC-1")
     assert path.read_text().lstrip().startswith("<?xml") and "<svg" in path.read_text()
+
+
+def _inside_figure(fig: object) -> list[str]:
+    """The texts of the figure (tick labels, titles, axis labels) whose drawn extent leaves it."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)  # type: ignore[arg-type]
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    width, height = canvas.get_width_height()
+    out = []
+    for ax in fig.axes:  # type: ignore[attr-defined]
+        lo, hi = sorted(ax.get_xlim())
+        drawn_x = [t for t in ax.get_xticklabels() if lo <= t.get_position()[0] <= hi]
+        for t in [*ax.get_yticklabels(), *drawn_x, ax.title, ax.xaxis.label]:
+            if not t.get_text() or not t.get_visible():
+                continue
+            box = t.get_window_extent(renderer)
+            if box.x0 < 0 or box.y0 < 0 or box.x1 > width or box.y1 > height:
+                out.append(t.get_text())
+    return out
+
+
+def test_the_longest_phase_label_fits_left_of_the_axes() -> None:
+    """The layout is fixed (not matplotlib's constrained layout, for speed): the left margin grows
+    with the longest line of the phase labels, and every label, title and axis label is drawn
+    inside the figure, also with deadlines far past the axis and a one-second incident."""
+    assert left_margin(["detect"]) < left_margin(["communicate\n(due +1.44e+04 min)"]) <= 0.45
+    assert left_margin(["a\nb"]) == left_margin(["a"])  # measured by line
+    long_due = [
+        d.model_copy(update={"due_at": _at(60 * 24 * 9)}) if d.phase == "rca" else d
+        for d in DEADLINES
+    ]
+    timings = incident_timings(INC, TIMELINE, long_due)
+    fig = build_figure(timings, metric_series(INC, [ALERT], TIMELINE, load_policy()), "INC-1")
+    labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert any("due +" in label for label in labels)
+    assert _inside_figure(fig) == []
+
+
+def test_warm_up_draws_a_chart_of_every_phase() -> None:
+    """The preload's sample chart goes through the whole drawing path (what it is for) and raises
+    nothing; it writes no file."""
+    warm_up()
