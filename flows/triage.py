@@ -130,6 +130,8 @@ def findings_from(inc: Incident, ev: dict[str, Any], detected_at: datetime) -> T
         db_ok=db.get("ok") if db else None,
         db_latency_ms=db.get("latency_ms"),
         long_running_queries=db.get("long_running", 0),
+        slow_queries=db.get("slow_queries", 0),
+        slowest_query_s=db.get("slowest_query_s"),
         db_connection_pct=db.get("connections_pct"),
         function_timeouts=_timeouts(fn, ev.get("probes") or {}),
         function_success_pct=fn.get("success_pct"),

@@ -24,6 +24,16 @@ WHERE state <> 'idle' AND backend_type = 'client backend' AND pid <> pg_backend_
   AND query_start < now() - make_interval(secs => %s)
 """
 
+#: the runbook's first symptom of database degradation: "Slow query responses (>1s)"
+SLOW_QUERY_S = 1.0
+
+SLOW_SQL = """
+SELECT count(*), coalesce(max(extract(epoch FROM now() - query_start)), 0)::float8
+FROM pg_stat_activity
+WHERE state = 'active' AND backend_type = 'client backend' AND pid <> pg_backend_pid()
+  AND datname = current_database() AND query_start < now() - make_interval(secs => %s)
+"""
+
 CONNECTIONS_SQL = """
 SELECT (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'),
        current_setting('max_connections')::int - current_setting('superuser_reserved_connections')::int
@@ -32,7 +42,9 @@ SELECT (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backe
 
 @task(name="test-database-connection", **VENDOR_TASK)
 async def test_database_connection(target: PostgresTarget) -> dict[str, Any]:
-    """Connect, run ``SELECT now()``, count long-running queries and connections in use.
+    """Connect, run ``SELECT now()``, count long-running queries (past the target's threshold,
+    5 min by default), slow ones (active in this database for over ``SLOW_QUERY_S``, the runbook's
+    symptom) with the slowest's age, and the connections in use.
 
     A failed connection is a finding (ok False, with the reason without the DSN), not an error: an
     unreachable database is exactly what triage wants to know.
@@ -47,6 +59,7 @@ async def test_database_connection(target: PostgresTarget) -> dict[str, Any]:
             long_row = await (
                 await conn.execute(LONG_RUNNING_SQL, (target.long_query_threshold_s,))
             ).fetchone()
+            slow_row = await (await conn.execute(SLOW_SQL, (SLOW_QUERY_S,))).fetchone()
             conn_row = await (await conn.execute(CONNECTIONS_SQL)).fetchone()
     except psycopg.Error as exc:
         reason = type(exc).__name__ + (
@@ -60,6 +73,8 @@ async def test_database_connection(target: PostgresTarget) -> dict[str, Any]:
         "now": row[0].isoformat() if row else None,
         "latency_ms": round(latency_ms, 1),
         "long_running": int(long_row[0]) if long_row else 0,
+        "slow_queries": int(slow_row[0]) if slow_row else 0,
+        "slowest_query_s": round(float(slow_row[1]), 1) if slow_row else 0.0,
         "connections_pct": round(100 * used / max(limit, 1), 1),
     }
 

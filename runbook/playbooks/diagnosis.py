@@ -15,6 +15,8 @@ from runbook.models import Diagnosis, Evidence, Hypothesis
 
 SCENARIOS = ("bad-deploy", "high-error-rate", "auth-failure", "db-degradation", "edge-timeouts")
 RECENT_DEPLOY = timedelta(minutes=60)
+#: this many queries slow at once is a pile-up (the degradation's signature), not one slow report
+SLOW_PILEUP = 3
 
 
 class TriageFindings(BaseModel):
@@ -31,6 +33,8 @@ class TriageFindings(BaseModel):
     db_ok: bool | None = None
     db_latency_ms: float | None = None
     long_running_queries: int = 0
+    slow_queries: int = 0  # active for over a second (the runbook's symptom)
+    slowest_query_s: float | None = None
     db_connection_pct: float | None = None
     function_timeouts: dict[str, int] = Field(default_factory=dict)
     function_success_pct: float | None = None
@@ -141,6 +145,20 @@ def diagnose(
                 value=f.long_running_queries,
                 weight=0.4,
                 note=f"{f.long_running_queries} long-running queries",
+            )
+        )
+    elif f.slow_queries:
+        # slow but not yet long-running (an alert that fires early): one slow query may be a report
+        # someone runs, several at once are the runbook's symptom
+        pileup = f.slow_queries >= SLOW_PILEUP
+        slowest = f" (the slowest {f.slowest_query_s:.0f} s)" if f.slowest_query_s else ""
+        db.append(
+            Evidence(
+                signal="slow_queries",
+                value=f.slow_queries,
+                weight=0.4 if pileup else 0.2,
+                note=f"{f.slow_queries} quer{'y' if f.slow_queries == 1 else 'ies'} active for "
+                f"over a second{slowest}",
             )
         )
     if f.db_latency_ms is not None and f.db_latency_ms > 1000:

@@ -116,3 +116,31 @@ def test_rising_severity_adds_page_and_war_room() -> None:
     assert SeverityAction.PAGE_ONCALL in actions and SeverityAction.WAR_ROOM in actions
     assert on_severity_change(POL, _incident(Severity.P0, T0), Severity.P2) == (None, [])
     assert added_actions(POL, Severity.P1, Severity.P1) == []
+
+
+def test_slow_queries_piling_up_point_at_the_database_before_any_is_long_running() -> None:
+    """An alert that fires before any query is 5 min old: errors with no deploy, p95 high, and
+    several queries active for over a second (the runbook's "slow query responses (>1s)") rank
+    db-degradation first; one slow query (a report someone runs) does not outweigh the errors; a
+    query that is both slow and long-running counts once."""
+    base = dict(
+        detected_at=T0,
+        error_rate_pct=4.0,
+        p95_ms=2500,
+        last_deploy_at=T0 - timedelta(days=1),
+    )
+    pileup = diagnose(TriageFindings(**base, slow_queries=5, slowest_query_s=42))
+    assert pileup.top is not None and pileup.top.scenario == "db-degradation"
+    slow = next(e for e in pileup.top.evidence if e.signal == "slow_queries")
+    assert slow.note == "5 queries active for over a second (the slowest 42 s)"
+
+    one = diagnose(TriageFindings(**base, slow_queries=1, slowest_query_s=3))
+    assert one.top is not None and one.top.scenario == "high-error-rate"
+    db = next(h for h in one.hypotheses if h.scenario == "db-degradation")
+    assert [e.note for e in db.evidence if e.signal == "slow_queries"] == [
+        "1 query active for over a second (the slowest 3 s)"
+    ]
+
+    both = diagnose(TriageFindings(**base, long_running_queries=2, slow_queries=5))
+    db = next(h for h in both.hypotheses if h.scenario == "db-degradation")
+    assert [e.signal for e in db.evidence] == ["long_queries", "p95"]

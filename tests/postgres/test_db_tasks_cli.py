@@ -21,6 +21,9 @@ from tasks.postgres import (
     terminate_backends,
     vacuum_tables,
 )
+from tasks.postgres import (
+    test_database_connection as connection_test,  # not a test: triage's task
+)
 from tests.postgres.conftest import PgEnv, activity
 
 pytestmark = pytest.mark.postgres
@@ -149,3 +152,19 @@ def test_parse_duration_forms() -> None:
     for bad in ("", "5x", "-1m", "0"):
         with pytest.raises(Exception, match="duration"):
             parse_duration(bad)
+
+
+async def test_connection_test_counts_slow_queries_before_they_are_long_running(
+    pg: PgEnv, open_session
+) -> None:
+    """Triage's connection test: queries active in the target's database for over a second are
+    counted as slow (the runbook's symptom) with the slowest's age, while under the long-running
+    threshold none is long-running; an idle session is neither."""
+    busy = [await open_session(pg.app, "SELECT pg_sleep(60)") for _ in range(2)]
+    await open_session(pg.app)  # idle
+    await asyncio.sleep(1.3)
+    target = PostgresTarget(dsn=pg.dsn(pg.bot), long_query_threshold_s=300)
+    out = await connection_test.fn(target)
+    assert out["ok"] is True
+    assert (out["slow_queries"], out["long_running"]) == (len(busy), 0)
+    assert 1.0 < out["slowest_query_s"] < 60
