@@ -4,13 +4,15 @@
    open past 2x their estimate. The deadlines live in the ledger, so this works no matter which
    process ran (or stopped running) the incident; each escalation is marked on its deadline, so a
    later run never repeats it;
-2. reads the app's metrics once and compares them with the policy's thresholds: breached metrics are
+2. launches again each open incident whose flow run crashed (its worker died and the heartbeat
+   automation marked it; ``flows.recovery``), at most three times per incident;
+3. reads the app's metrics once and compares them with the policy's thresholds: breached metrics are
    recorded as firing alerts through ``Ledger.record_alerts`` (the gateway's path: same dedup, an
    outbox row when an incident opens), then the outbox is drained once so the incident flow starts
    even when no gateway runs. A source that cannot be read is itself a P3 incident. An incident the
    watcher opened is resolved once every metric it fired for has read healthy for the policy's
    ``monitoring.auto_resolve_after`` (compressed by ``speed``); see ``runbook.watching``;
-3. keeps each edge function's source while it is healthy (the edge-timeouts playbook redeploys it).
+4. keeps each edge function's source while it is healthy (the edge-timeouts playbook redeploys it).
 """
 
 from __future__ import annotations
@@ -24,9 +26,10 @@ from prefect.logging import get_run_logger
 
 from blocks import AppEndpoint
 from flows.common import send_escalation
+from flows.recovery import recover_crashed
 from flows.runtime import Options, Runtime, build_runtime, compress
 from runbook.errors import InvalidTransition, LedgerPermanentError, RunbookError
-from runbook.gateway.dispatcher import INCIDENT_DEPLOYMENT, Dispatcher
+from runbook.gateway.dispatcher import INCIDENT_DEPLOYMENT, Dispatcher, PrefectLauncher
 from runbook.models import Incident, Phase
 from runbook.policy import format_duration
 from runbook.sla import breach_reason, check_overrun, escalate
@@ -64,7 +67,9 @@ async def watch(options: Options | None = None, service: str = "web") -> dict[st
         service: the name the app's metrics are reported under (labels and dedup key), e.g. web.
 
     Returns:
-        {"escalated": [{"incident_id", "phase"|"kind", "reason"}], "thresholds": {...} (see
+        {"escalated": [{"incident_id", "phase"|"kind", "reason"}], "relaunched": [{"incident_id",
+        "relaunched", "reason", "attempt"}] (open incidents whose run crashed: ``flows.recovery``),
+        "thresholds": {...} (see
         ``watch_thresholds``), "snapshots": {...}}
 
     Raises:
@@ -74,6 +79,7 @@ async def watch(options: Options | None = None, service: str = "web") -> dict[st
     options = options or Options()
     rt = await build_runtime(options)
     escalated = await escalate_missed(rt)
+    relaunched = await relaunch_crashed(rt)
     thresholds = await watch_thresholds(rt, options, service)
     snapshots: dict[str, Any] = {}
     supa = rt.systems.get("supabase")
@@ -83,7 +89,26 @@ async def watch(options: Options | None = None, service: str = "web") -> dict[st
             snapshots = await snapshot_functions(supa, options.ledger_url)
         except RunbookError as exc:
             get_run_logger().warning("could not snapshot edge functions: %s", exc)
-    return {"escalated": escalated, "thresholds": thresholds, "snapshots": snapshots}
+    return {
+        "escalated": escalated,
+        "relaunched": relaunched,
+        "thresholds": thresholds,
+        "snapshots": snapshots,
+    }
+
+
+async def relaunch_crashed(rt: Runtime) -> list[dict[str, Any]]:
+    """Launch again the open incidents whose flow run crashed (``flows.recovery``); Prefect's
+    answer failing here is logged, and the next watch run looks again."""
+    try:
+        return await recover_crashed(rt, PrefectLauncher())
+    except Exception as exc:  # noqa: BLE001 - the rest of the watch still runs
+        get_run_logger().warning(
+            "could not check for crashed incident runs (%s: %s); the next watch run looks again",
+            type(exc).__name__,
+            exc,
+        )
+        return []
 
 
 async def escalate_missed(rt: Runtime) -> list[dict[str, Any]]:

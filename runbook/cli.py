@@ -217,6 +217,18 @@ def incident_show(
 # --- serving and benchmarks -------------------------------------------------------------------------
 
 
+def _heartbeats() -> None:
+    """Runs started here send heartbeats every 30 s (unless the environment sets a frequency), and
+    the server has the automation that marks a run Crashed when they stop (``flows.recovery``)."""
+    from flows.recovery import prepare_heartbeats
+
+    try:
+        said = prepare_heartbeats()
+    except ValueError as exc:
+        raise fail(str(exc), 2) from None
+    err.print(said, style="yellow" if said.startswith("warning") else "dim", highlight=False)
+
+
 @app.command()
 def serve(
     limit: Annotated[int | None, typer.Option(help="At most this many runs at once.")] = None,
@@ -229,6 +241,7 @@ def serve(
 
     if poll <= 0:
         raise fail(f"--poll must be a positive number of seconds, not {poll}", 2)
+    _heartbeats()
     try:
         serve_main(limit=limit, poll_seconds=poll)
     except RuntimeError as exc:  # the Prefect API cannot be reached: say so in one line
@@ -258,6 +271,7 @@ def worker(
 
     if limit is not None and limit < 1:
         raise fail(f"--limit must be at least 1, not {limit}", 2)
+    _heartbeats()
     try:
         code = worker_main(pool, limit, list(ctx.args))
     except RuntimeError as exc:

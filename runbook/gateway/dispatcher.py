@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from runbook.errors import LedgerError
 from runbook.ledger import LAUNCH_INCIDENT, Ledger, OutboxItem
+from runbook.recovery import launch_key
 
 INCIDENT_DEPLOYMENT = "incident-response/runbook"
 log = logging.getLogger("runbook.gateway")
@@ -42,8 +43,10 @@ class PrefectLauncher:
         """The flow run's parameters: the incident id (the deployment's defaults do the rest)."""
         return {"incident_id": incident_id}
 
-    async def __call__(self, incident_id: int) -> None:
-        """Create the flow run for ``incident_id`` (one per incident, by its idempotency key).
+    async def __call__(self, incident_id: int, attempt: int = 0) -> None:
+        """Create the flow run for ``incident_id`` (one per incident and attempt, by its idempotency
+        key: ``runbook.recovery.launch_key``; attempt 0 is the gateway's launch, later ones the
+        watcher's relaunches of a run that crashed).
 
         Raises:
             Exception: whatever Prefect's client raises (unreachable API, missing deployment ...).
@@ -59,7 +62,7 @@ class PrefectLauncher:
                 client=client,
                 parameters=parameters,
                 timeout=0,
-                idempotency_key=f"incident-{incident_id}",
+                idempotency_key=launch_key(incident_id, attempt),
                 as_subflow=False,
             )
 

@@ -1,0 +1,224 @@
+"""Incident runs that died: the heartbeat automation on a real Prefect server, and the watcher's
+relaunch of an open incident whose run crashed (once per attempt, at most three times)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from flows.recovery import AUTOMATION_NAME, MISSED_BEATS, ensure_zombie_automation, recover_crashed
+from runbook.gateway.dispatcher import INCIDENT_DEPLOYMENT, PrefectLauncher
+from runbook.ledger import Ledger, open_ledger
+from runbook.models import Alert, IncidentStatus
+from runbook.ports import free_port
+from runbook.recovery import MAX_RELAUNCHES, launch_key
+
+
+class _Runtime:
+    """What ``recover_crashed`` uses of the watch run's runtime: the ledger and its notes."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+
+    async def note(self, incident_id: int, kind: str, message: str, **kw: Any) -> None:
+        self.ledger.add_event(incident_id, kind, message, **kw)
+
+
+async def test_the_automation_is_created_once_and_follows_the_frequency(prefect_api: str) -> None:
+    """Created, then present on the next start; a start with another heartbeat frequency updates
+    its window (3 periods); it matches only runs tagged runbook and sets them Crashed."""
+    from prefect.automations import Automation
+
+    try:
+        assert await ensure_zombie_automation(30) == "created"
+        assert await ensure_zombie_automation(30) == "present"
+        first = await Automation.aread(name=AUTOMATION_NAME)
+        assert first.trigger.within == timedelta(seconds=30 * MISSED_BEATS)
+        assert await ensure_zombie_automation(60) == "updated"
+        again = await Automation.aread(name=AUTOMATION_NAME)
+        assert again.id == first.id and again.trigger.within == timedelta(seconds=180)
+        related = again.trigger.match_related
+        related = related if isinstance(related, list) else [related]
+        assert [dict(r.root) for r in related] == [
+            {"prefect.resource.role": "tag", "prefect.resource.id": "prefect.tag.runbook"}
+        ]
+        assert again.trigger.posture.value == "Proactive"
+        assert [a.type for a in again.actions] == ["change-flow-run-state"]
+        assert again.actions[0].state.value == "CRASHED"
+    finally:
+        try:
+            await (await Automation.aread(name=AUTOMATION_NAME)).adelete()
+        except ValueError:
+            pass
+
+
+async def _crash(client: Any, key: str) -> str:
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterIdempotencyKey
+    from prefect.states import Crashed
+
+    (run,) = await client.read_flow_runs(
+        flow_run_filter=FlowRunFilter(idempotency_key=FlowRunFilterIdempotencyKey(any_=[key]))
+    )
+    await client.set_flow_run_state(run.id, Crashed(message="worker died"), force=True)
+    return str(run.id)
+
+
+@pytest.mark.timeout(120)
+async def test_an_open_incident_whose_run_crashed_is_launched_again(
+    prefect_api: str, tmp_path: Path
+) -> None:
+    """The gateway's run crashes: the watcher's step launches relaunch 1 and notes it; run again
+    while that run waits, it launches nothing; each later crash gets the next attempt, and after
+    the third the incident is left to people with one note, however often the step runs. A
+    resolved incident's crashed run is not relaunched."""
+    from prefect.client.orchestration import PrefectClient
+
+    ledger = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    opened = ledger.record_alert(Alert(source="generic", delivery_id="d1", dedup_key="crash"))
+    done = ledger.record_alert(Alert(source="generic", delivery_id="d2", dedup_key="done"))
+    incident_id, resolved_id = opened.incident_id, done.incident_id
+    assert incident_id is not None and resolved_id is not None
+    launch = PrefectLauncher(api_url=prefect_api)
+    rt = _Runtime(ledger)
+    async with PrefectClient(prefect_api) as client:
+        flow_name, name = INCIDENT_DEPLOYMENT.split("/")
+        flow_id = await client.create_flow_from_name(flow_name)
+        await client.create_deployment(flow_id=flow_id, name=name)
+        await launch(incident_id)
+        await launch(resolved_id)
+        ledger.transition(resolved_id, IncidentStatus.RESOLVED, reason="test")
+        crashed = await _crash(client, launch_key(incident_id))
+        await _crash(client, launch_key(resolved_id))
+
+        out = await recover_crashed(rt, launch)
+        assert [(o["incident_id"], o["relaunched"], o.get("attempt")) for o in out] == [
+            (incident_id, True, 1)
+        ]
+        (note,) = [e for e in ledger.timeline(incident_id) if e.kind == "relaunched"]
+        assert note.data == {"crashed_run": crashed, "attempt": 1}
+        assert await recover_crashed(rt, launch) == []  # relaunch 1 is scheduled: it is the run
+
+        for attempt in range(1, MAX_RELAUNCHES + 1):
+            await _crash(client, launch_key(incident_id, attempt))
+            out = await recover_crashed(rt, launch)
+            assert out[0]["relaunched"] is (attempt < MAX_RELAUNCHES)
+        await recover_crashed(rt, launch)
+        kinds = [e.kind for e in ledger.timeline(incident_id)]
+        assert kinds.count("relaunched") == MAX_RELAUNCHES
+        assert kinds.count("relaunch_abandoned") == 1
+        runs = await client.read_flow_runs()
+        keys = sorted(r.idempotency_key for r in runs if r.idempotency_key)
+        assert keys == sorted(
+            [launch_key(incident_id, n) for n in range(MAX_RELAUNCHES + 1)]
+            + [launch_key(resolved_id)]
+        )
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _server(home: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """A real ``prefect server start`` (its services on: the automation's trigger needs them)."""
+    port = free_port()
+    env = dict(os.environ, PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    env.pop("PREFECT_API_URL", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    api = f"http://127.0.0.1:{port}/api"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "prefect server start exited"
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(api + "/health", timeout=2).status_code == 200:
+                return proc, api
+        time.sleep(0.5)
+    proc.kill()
+    raise AssertionError("prefect server start did not answer in 120 s")
+
+
+async def _state(client: Any, key: str) -> str | None:
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterIdempotencyKey
+
+    runs = await client.read_flow_runs(
+        flow_run_filter=FlowRunFilter(idempotency_key=FlowRunFilterIdempotencyKey(any_=[key]))
+    )
+    return runs[0].state.type.value if runs and runs[0].state else None
+
+
+@pytest.mark.timeout(480)
+async def test_a_killed_run_is_marked_crashed_by_heartbeat_and_launched_again(
+    tmp_path: Path,
+) -> None:
+    """End to end on a real server: the incident's run (a stand-in that waits, sending heartbeats
+    every 30 s) is killed with its process; the automation sets it Crashed within a few heartbeat
+    periods, and the watcher's step launches the incident again under relaunch key 1."""
+    from prefect.client.orchestration import PrefectClient
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    server, api = _server(tmp_path / "prefect")
+    run_proc: subprocess.Popen[bytes] | None = None
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: api}):
+            assert await ensure_zombie_automation(30) == "created"
+            ledger = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+            opened = ledger.record_alert(Alert(source="generic", delivery_id="z", dedup_key="z"))
+            incident_id = opened.incident_id
+            assert incident_id is not None
+            key = launch_key(incident_id)
+            async with PrefectClient(api) as client:
+                flow_name, name = INCIDENT_DEPLOYMENT.split("/")
+                flow_id = await client.create_flow_from_name(flow_name)
+                await client.create_deployment(
+                    flow_id=flow_id, name=name, entrypoint="tests/flows/zombie_probe.py:probe",
+                    path=str(ROOT), tags=["runbook"],
+                )  # fmt: skip
+                await PrefectLauncher(api_url=api)(incident_id)
+                (run,) = await client.read_flow_runs()
+                env = dict(
+                    os.environ,
+                    PREFECT_API_URL=api,
+                    PREFECT__FLOW_RUN_ID=str(run.id),
+                    PREFECT_FLOWS_HEARTBEAT_FREQUENCY="30",
+                )
+                run_proc = subprocess.Popen(  # noqa: ASYNC220 - returns at once
+                    [sys.executable, "-m", "prefect.engine"], cwd=ROOT, env=env,
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                )  # fmt: skip
+                deadline = time.monotonic() + 120
+                while await _state(client, key) != "RUNNING":
+                    assert run_proc.poll() is None, "the stand-in run exited on its own"
+                    assert time.monotonic() < deadline, "the stand-in run never ran"
+                    await asyncio.sleep(0.5)
+                await asyncio.sleep(5)  # its first heartbeat is out
+                run_proc.kill()
+                run_proc.wait(10)
+                assert await _state(client, key) == "RUNNING"  # Prefect alone does not notice
+                deadline = time.monotonic() + 300
+                while (state := await _state(client, key)) == "RUNNING":
+                    assert time.monotonic() < deadline, "the killed run was never marked Crashed"
+                    await asyncio.sleep(2)
+                assert state == "CRASHED"
+
+                out = await recover_crashed(_Runtime(ledger), PrefectLauncher(api_url=api))
+                assert [(o["incident_id"], o.get("attempt")) for o in out] == [(incident_id, 1)]
+                assert await _state(client, launch_key(incident_id, 1)) == "SCHEDULED"
+    finally:
+        if run_proc is not None and run_proc.poll() is None:
+            run_proc.kill()
+        server.terminate()
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.kill()
