@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from datetime import timedelta
 from typing import Any
 
+from runbook.clock import utcnow
 from runbook.recovery import MAX_RELAUNCHES, RunView, decide, launch_keys
 
 AUTOMATION_NAME = "runbook: crash incident runs whose heartbeats stop"
@@ -134,6 +135,14 @@ def prepare_heartbeats(environ: MutableMapping[str, str] | None = None) -> str:
     return f"automation {AUTOMATION_NAME!r} {outcome}; runs send a heartbeat every {frequency} s"
 
 
+def automation_window_s() -> float:
+    """How long a run must be silent before it is called dead: ``MISSED_BEATS`` heartbeat periods
+    of this process's setting (the watch run's worker sets it as it does for every run)."""
+    from prefect.settings import get_current_settings
+
+    return float(get_current_settings().flows.heartbeat_frequency or HEARTBEAT_S) * MISSED_BEATS
+
+
 async def incident_runs(incident_ids: list[int], limit: int = MAX_RELAUNCHES) -> list[RunView]:
     """The flow runs launched for these incidents (by their launch keys)."""
     from prefect.client.orchestration import get_client
@@ -175,9 +184,15 @@ async def recover_crashed(
     if not incidents:
         return []
     runs = await incident_runs([i.id for i in incidents], limit)
+    quiet_for = automation_window_s()
     done: list[dict[str, Any]] = []
     for inc in incidents:
-        d = decide(inc.id, runs, limit)
+        quiet = None
+        if any(r.state_type == "CRASHED" for r in runs if r.key in launch_keys(inc.id, limit)):
+            events = await asyncio.to_thread(rt.ledger.timeline, inc.id)
+            if events:
+                quiet = (utcnow() - max(e.at for e in events)).total_seconds()
+        d = decide(inc.id, runs, limit, quiet_s=quiet, quiet_for_s=quiet_for)
         if d.attempt is not None:
             try:
                 await relaunch(inc.id, attempt=d.attempt)

@@ -226,7 +226,12 @@ def _heartbeats() -> None:
         said = prepare_heartbeats()
     except ValueError as exc:
         raise fail(str(exc), 2) from None
-    err.print(said, style="yellow" if said.startswith("warning") else "dim", highlight=False)
+    err.print(
+        said,
+        style="yellow" if said.startswith("warning") else "dim",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 @app.command()

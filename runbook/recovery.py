@@ -68,8 +68,21 @@ class Relaunch:
     given_up: bool = False
 
 
-def decide(incident_id: int, runs: Sequence[RunView], limit: int = MAX_RELAUNCHES) -> Relaunch:
-    """Whether to launch the incident flow again, from the incident's runs (any order)."""
+def decide(
+    incident_id: int,
+    runs: Sequence[RunView],
+    limit: int = MAX_RELAUNCHES,
+    *,
+    quiet_s: float | None = None,
+    quiet_for_s: float = 0.0,
+) -> Relaunch:
+    """Whether to launch the incident flow again, from the incident's runs (any order).
+
+    ``quiet_s`` is how long ago the ledger last heard from the incident (its newest timeline event);
+    a crashed run is relaunched only once that is at least ``quiet_for_s`` (the automation's window):
+    a run marked Crashed while it still writes (heartbeats delayed on an overloaded server) is alive,
+    and a second run of the same incident is not started next to it.
+    """
     mine = [
         (parsed[1], r) for r in runs if (parsed := parse_key(r.key)) and parsed[0] == incident_id
     ]
@@ -92,6 +105,13 @@ def decide(incident_id: int, runs: Sequence[RunView], limit: int = MAX_RELAUNCHE
             "hand once the cause is fixed",
             crashed_run=last.id,
             given_up=True,
+        )
+    if quiet_s is not None and quiet_s < quiet_for_s:
+        return Relaunch(
+            incident_id,
+            None,
+            f"run {last.id} is marked crashed, but the ledger heard from the incident {quiet_s:.0f} s "
+            f"ago (under {quiet_for_s:.0f} s): it may be alive; looked at again next time",
         )
     return Relaunch(
         incident_id,

@@ -68,3 +68,14 @@ def test_heartbeat_frequency_defaults_to_30_s_and_the_environment_wins() -> None
         with pytest.raises(ValueError, match=HEARTBEAT_ENV):
             heartbeat_env(env)
         assert env == {HEARTBEAT_ENV: bad}
+
+
+def test_a_run_marked_crashed_that_still_writes_to_the_ledger_is_left_alone() -> None:
+    """Crashed in Prefect, but the incident's newest timeline event is younger than the
+    automation's window: it may be alive (heartbeats delayed), so no second run is started; once
+    the ledger has been quiet that long, it is relaunched."""
+    runs = [_run("incident-1", "CRASHED")]
+    waiting = decide(1, runs, quiet_s=20, quiet_for_s=90)
+    assert waiting.attempt is None and not waiting.given_up and "may be alive" in waiting.reason
+    assert decide(1, runs, quiet_s=95, quiet_for_s=90).attempt == 1
+    assert decide(1, runs, quiet_s=None, quiet_for_s=90).attempt == 1  # no timeline at all

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+import flows.recovery as recovery
 from flows.recovery import AUTOMATION_NAME, MISSED_BEATS, ensure_zombie_automation, recover_crashed
 from runbook.gateway.dispatcher import INCIDENT_DEPLOYMENT, PrefectLauncher
 from runbook.ledger import Ledger, open_ledger
@@ -75,7 +76,7 @@ async def _crash(client: Any, key: str) -> str:
 
 @pytest.mark.timeout(120)
 async def test_an_open_incident_whose_run_crashed_is_launched_again(
-    prefect_api: str, tmp_path: Path
+    prefect_api: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The gateway's run crashes: the watcher's step launches relaunch 1 and notes it; run again
     while that run waits, it launches nothing; each later crash gets the next attempt, and after
@@ -91,6 +92,9 @@ async def test_an_open_incident_whose_run_crashed_is_launched_again(
     launch = PrefectLauncher(api_url=prefect_api)
     rt = _Runtime(ledger)
     async with PrefectClient(prefect_api) as client:
+        # the incident wrote to the ledger a moment ago: with the automation's window ahead of
+        # it, a crashed run may still be alive, and nothing is launched yet
+        monkeypatch.setattr(recovery, "automation_window_s", lambda: 3600.0)
         flow_name, name = INCIDENT_DEPLOYMENT.split("/")
         flow_id = await client.create_flow_from_name(flow_name)
         await client.create_deployment(flow_id=flow_id, name=name)
@@ -99,6 +103,8 @@ async def test_an_open_incident_whose_run_crashed_is_launched_again(
         ledger.transition(resolved_id, IncidentStatus.RESOLVED, reason="test")
         crashed = await _crash(client, launch_key(incident_id))
         await _crash(client, launch_key(resolved_id))
+        assert await recover_crashed(rt, launch) == []
+        monkeypatch.setattr(recovery, "automation_window_s", lambda: 0.0)
 
         out = await recover_crashed(rt, launch)
         assert [(o["incident_id"], o["relaunched"], o.get("attempt")) for o in out] == [
@@ -165,12 +171,19 @@ async def test_a_killed_run_is_marked_crashed_by_heartbeat_and_launched_again(
     every 30 s) is killed with its process; the automation sets it Crashed within a few heartbeat
     periods, and the watcher's step launches the incident again under relaunch key 1."""
     from prefect.client.orchestration import PrefectClient
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
+        temporary_settings,
+    )
 
     server, api = _server(tmp_path / "prefect")
     run_proc: subprocess.Popen[bytes] | None = None
     try:
-        with temporary_settings(updates={PREFECT_API_URL: api}):
+        # the watcher's process has the workers' heartbeat setting: 30 s, a 90 s window
+        with temporary_settings(
+            updates={PREFECT_API_URL: api, PREFECT_FLOWS_HEARTBEAT_FREQUENCY: 30}
+        ):
             assert await ensure_zombie_automation(30) == "created"
             ledger = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
             opened = ledger.record_alert(Alert(source="generic", delivery_id="z", dedup_key="z"))
