@@ -171,3 +171,46 @@ def test_bench_bad_numbers_exit_2_naming_the_option(args: list[str], named: str)
     result = runner.invoke(app, args)
     assert result.exit_code == 2
     assert named in result.output
+
+
+@pytest.mark.parametrize("command", ["serve", "worker"])
+def test_serve_and_worker_set_heartbeats_before_starting_runs(
+    command: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`runbook serve` and `runbook worker` set a 30 s heartbeat in the environment their runs
+    inherit and create the crash automation before they start anything (an environment value
+    wins); a bad value exits 2 naming the variable, and nothing is started."""
+    import flows.recovery as recovery
+    import flows.serve
+    import flows.worker
+
+    seen: list[str | None] = []
+    made: list[int] = []
+
+    async def ensure(frequency_s: int) -> str:
+        made.append(frequency_s)
+        return "created"
+
+    def start(*args: object, **kwargs: object) -> int:
+        import os
+
+        seen.append(os.environ.get(recovery.HEARTBEAT_ENV))
+        return 0
+
+    monkeypatch.setattr(recovery, "ensure_zombie_automation", ensure)
+    monkeypatch.setattr(flows.serve, "main", start)
+    monkeypatch.setattr(flows.worker, "main", start)
+    monkeypatch.delenv(recovery.HEARTBEAT_ENV, raising=False)
+    result = runner.invoke(app, [command])
+    assert result.exit_code == 0, result.output
+    assert (seen, made) == (["30"], [30])
+    assert "heartbeat every 30 s" in result.output
+
+    monkeypatch.setenv(recovery.HEARTBEAT_ENV, "60")
+    assert runner.invoke(app, [command]).exit_code == 0
+    assert (seen[-1], made[-1]) == ("60", 60)
+
+    monkeypatch.setenv(recovery.HEARTBEAT_ENV, "5")
+    bad = runner.invoke(app, [command])
+    assert bad.exit_code == 2 and recovery.HEARTBEAT_ENV in bad.output
+    assert len(seen) == 2  # not started
