@@ -22,7 +22,7 @@ from runbook.gateway.dispatcher import INCIDENT_DEPLOYMENT, PrefectLauncher
 from runbook.ledger import Ledger, open_ledger
 from runbook.models import Alert, IncidentStatus
 from runbook.ports import free_port
-from runbook.recovery import MAX_RELAUNCHES, launch_key
+from runbook.recovery import MAX_RELAUNCHES, launch_key, launch_keys
 
 
 class _Runtime:
@@ -40,6 +40,7 @@ async def test_the_automation_is_created_once_and_follows_the_frequency(prefect_
     its window (3 periods); it matches only runs tagged runbook and sets them Crashed."""
     from prefect.automations import Automation
 
+    await _delete_automation()  # the session's server is shared: a served test may have made it
     try:
         assert await ensure_zombie_automation(30) == "created"
         assert await ensure_zombie_automation(30) == "present"
@@ -57,10 +58,22 @@ async def test_the_automation_is_created_once_and_follows_the_frequency(prefect_
         assert [a.type for a in again.actions] == ["change-flow-run-state"]
         assert again.actions[0].state.value == "CRASHED"
     finally:
-        try:
-            await (await Automation.aread(name=AUTOMATION_NAME)).adelete()
-        except ValueError:
-            pass
+        await _delete_automation()
+
+
+async def _delete_automation() -> None:
+    from prefect.automations import Automation
+
+    with contextlib.suppress(ValueError):  # none
+        await (await Automation.aread(name=AUTOMATION_NAME)).adelete()
+
+
+async def _runs(client: Any, keys: list[str]) -> list[Any]:
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterIdempotencyKey
+
+    return await client.read_flow_runs(
+        flow_run_filter=FlowRunFilter(idempotency_key=FlowRunFilterIdempotencyKey(any_=keys))
+    )
 
 
 async def _crash(client: Any, key: str) -> str:
@@ -92,42 +105,50 @@ async def test_an_open_incident_whose_run_crashed_is_launched_again(
     launch = PrefectLauncher(api_url=prefect_api)
     rt = _Runtime(ledger)
     async with PrefectClient(prefect_api) as client:
-        # the incident wrote to the ledger a moment ago: with the automation's window ahead of
-        # it, a crashed run may still be alive, and nothing is launched yet
-        monkeypatch.setattr(recovery, "automation_window_s", lambda: 3600.0)
-        flow_name, name = INCIDENT_DEPLOYMENT.split("/")
-        flow_id = await client.create_flow_from_name(flow_name)
-        await client.create_deployment(flow_id=flow_id, name=name)
-        await launch(incident_id)
-        await launch(resolved_id)
-        ledger.transition(resolved_id, IncidentStatus.RESOLVED, reason="test")
-        crashed = await _crash(client, launch_key(incident_id))
-        await _crash(client, launch_key(resolved_id))
-        assert await recover_crashed(rt, launch) == []
-        monkeypatch.setattr(recovery, "automation_window_s", lambda: 0.0)
+        # the session's server is shared: runs other tests launched for incidents with these ids
+        # (their own ledgers count from 1 too) are removed first
+        for run in await _runs(client, [*launch_keys(incident_id), *launch_keys(resolved_id)]):
+            await client.delete_flow_run(run.id)
+        try:
+            # the incident wrote to the ledger a moment ago: with the automation's window ahead of
+            # it, a crashed run may still be alive, and nothing is launched yet
+            monkeypatch.setattr(recovery, "automation_window_s", lambda: 3600.0)
+            flow_name, name = INCIDENT_DEPLOYMENT.split("/")
+            flow_id = await client.create_flow_from_name(flow_name)
+            await client.create_deployment(flow_id=flow_id, name=name)
+            await launch(incident_id)
+            await launch(resolved_id)
+            ledger.transition(resolved_id, IncidentStatus.RESOLVED, reason="test")
+            crashed = await _crash(client, launch_key(incident_id))
+            await _crash(client, launch_key(resolved_id))
+            assert await recover_crashed(rt, launch) == []
+            monkeypatch.setattr(recovery, "automation_window_s", lambda: 0.0)
 
-        out = await recover_crashed(rt, launch)
-        assert [(o["incident_id"], o["relaunched"], o.get("attempt")) for o in out] == [
-            (incident_id, True, 1)
-        ]
-        (note,) = [e for e in ledger.timeline(incident_id) if e.kind == "relaunched"]
-        assert note.data == {"crashed_run": crashed, "attempt": 1}
-        assert await recover_crashed(rt, launch) == []  # relaunch 1 is scheduled: it is the run
-
-        for attempt in range(1, MAX_RELAUNCHES + 1):
-            await _crash(client, launch_key(incident_id, attempt))
             out = await recover_crashed(rt, launch)
-            assert out[0]["relaunched"] is (attempt < MAX_RELAUNCHES)
-        await recover_crashed(rt, launch)
-        kinds = [e.kind for e in ledger.timeline(incident_id)]
-        assert kinds.count("relaunched") == MAX_RELAUNCHES
-        assert kinds.count("relaunch_abandoned") == 1
-        runs = await client.read_flow_runs()
-        keys = sorted(r.idempotency_key for r in runs if r.idempotency_key)
-        assert keys == sorted(
-            [launch_key(incident_id, n) for n in range(MAX_RELAUNCHES + 1)]
-            + [launch_key(resolved_id)]
-        )
+            assert [(o["incident_id"], o["relaunched"], o.get("attempt")) for o in out] == [
+                (incident_id, True, 1)
+            ]
+            (note,) = [e for e in ledger.timeline(incident_id) if e.kind == "relaunched"]
+            assert note.data == {"crashed_run": crashed, "attempt": 1}
+            assert await recover_crashed(rt, launch) == []  # relaunch 1 is scheduled: it is the run
+
+            for attempt in range(1, MAX_RELAUNCHES + 1):
+                await _crash(client, launch_key(incident_id, attempt))
+                out = await recover_crashed(rt, launch)
+                assert out[0]["relaunched"] is (attempt < MAX_RELAUNCHES)
+            await recover_crashed(rt, launch)
+            kinds = [e.kind for e in ledger.timeline(incident_id)]
+            assert kinds.count("relaunched") == MAX_RELAUNCHES
+            assert kinds.count("relaunch_abandoned") == 1
+            runs = await _runs(client, [*launch_keys(incident_id), *launch_keys(resolved_id)])
+            keys = sorted(r.idempotency_key for r in runs if r.idempotency_key)
+            assert keys == sorted(
+                [launch_key(incident_id, n) for n in range(MAX_RELAUNCHES + 1)]
+                + [launch_key(resolved_id)]
+            )
+        finally:  # nothing of this test's is left for the tests after it on the shared server
+            for run in await _runs(client, [*launch_keys(incident_id), *launch_keys(resolved_id)]):
+                await client.delete_flow_run(run.id)
 
 
 ROOT = Path(__file__).resolve().parents[2]
