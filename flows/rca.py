@@ -4,21 +4,24 @@ a chart of the incident, and the RCA document (file, artifact, ticket comment)."
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from pathlib import Path
 
 from prefect import flow
 from prefect.artifacts import acreate_markdown_artifact
+from prefect.exceptions import MissingContextError
+from prefect.logging import get_run_logger
 
 from flows.common import attempt, ctx_for, skip
 from flows.report import PhaseReport, publish
 from flows.runtime import Options, Runtime, build_runtime
-from runbook.chart import metric_series, trigger_metric, write_chart
-from runbook.child_process import in_child
+from runbook.chart import MetricSeries, metric_series, trigger_metric, write_chart
+from runbook.child_process import ChildProcessFailed, in_child
 from runbook.models import Action, ActionStatus, Incident, Phase
 from runbook.rca import CHART_ALT, new_items, prevention_items, render_rca
 from runbook.thresholds import reading_values
-from runbook.timings import incident_timings
+from runbook.timings import Timings, incident_timings
 from tasks.metrics import measure_metrics
 from tasks.tickets import comment_ticket
 
@@ -103,6 +106,20 @@ async def link_ticket(
         report.done.append(f"ticket {tickets['key']}: RCA linked ({out['status']})")
 
 
+async def draw_chart(path: Path, timings: Timings, series: MetricSeries, title: str) -> Path:
+    """The chart, drawn in a child process; a child that died (killed for memory, say) is said in
+    the run's log and the chart is drawn here instead."""
+    try:
+        return await in_child(write_chart, path, timings, series, title)
+    except ChildProcessFailed as exc:
+        try:
+            log: logging.Logger | logging.LoggerAdapter[logging.Logger] = get_run_logger()
+        except MissingContextError:
+            log = logging.getLogger(__name__)
+        log.warning("%s; drawing the chart in this process", exc)
+        return await asyncio.to_thread(write_chart, path, timings, series, title)
+
+
 @flow(name="rca", flow_run_name="INC-{incident_id} rca")
 async def rca(incident_id: int, options: Options | None = None) -> PhaseReport:
     """Root Cause Analysis: the timeline and response times from the ledger, prevention action items
@@ -176,9 +193,7 @@ async def rca(incident_id: int, options: Options | None = None) -> PhaseReport:
     # the chart is CPU work (0.1-0.3 s), not a call: it is drawn in a child process, on the other
     # core, while the document is being shared (in a thread it took the interpreter from the event
     # loop: 0.6 s, and the ticket comment answered late)
-    await asyncio.gather(
-        in_child(write_chart, chart, timings, series, f"{inc.key}: {inc.title}"), share()
-    )
+    await asyncio.gather(draw_chart(chart, timings, series, f"{inc.key}: {inc.title}"), share())
     report.done.append(f"chart drawn at {chart}")
     report.ended_at = rt.now()
     await publish(report)

@@ -10,7 +10,8 @@ there and sends its result back through a pipe.
 
 The child does only that work and ends with ``os._exit`` (``multiprocessing``'s fork start method):
 it runs no ``atexit`` handler and flushes none of the parent's buffers, connections or log workers.
-Where fork does not exist (Windows), the work runs in a thread as before. An exception raised in the
+Where fork does not exist (Windows) or fails (memory or process limits), the work runs in a thread
+as before. An exception raised in the
 child is raised in the parent (or, when it cannot be pickled, a ``ChildProcessFailed`` naming it); a
 child that dies without an answer raises ``ChildProcessFailed`` with its exit code; a cancelled
 caller kills the child.
@@ -68,7 +69,12 @@ async def in_child(fn: Callable[..., T], *args: Any) -> T:
     ctx = multiprocessing.get_context("fork")
     reader, writer = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_run, args=(writer, fn, args), daemon=True)
-    proc.start()
+    try:
+        proc.start()
+    except OSError:  # no process to be had (memory, process limits): the work is done here
+        reader.close()
+        writer.close()
+        return await asyncio.to_thread(fn, *args)
     writer.close()  # the child holds its own copy: when it exits, the reader sees the end
     try:
         ok, value = await asyncio.shield(asyncio.to_thread(_receive, reader, proc))

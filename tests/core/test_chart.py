@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from matplotlib.colors import to_hex
 
+import flows.rca as rca  # imports prefect, which sets logging up: before caplog's handler is added
 from runbook.chart import (
     BREACHED,
     MET,
@@ -17,6 +20,7 @@ from runbook.chart import (
     warm_up,
     write_chart,
 )
+from runbook.child_process import ChildProcessFailed
 from runbook.ledger.records import Deadline
 from runbook.models import Alert, Incident, IncidentStatus, Phase, Severity, TimelineEvent
 from runbook.policy import load_policy
@@ -163,3 +167,21 @@ def test_warm_up_draws_a_chart_of_every_phase() -> None:
     """The preload's sample chart goes through the whole drawing path (what it is for) and raises
     nothing; it writes no file."""
     warm_up()
+
+
+def test_a_chart_child_that_dies_is_replaced_by_drawing_here(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The RCA's chart child killed (memory, say): the chart is still written, by the run's own
+    process, and the log says why."""
+
+    async def dead(*args: object) -> None:
+        raise ChildProcessFailed("write_chart: the child process (pid 9) exited with code -9")
+
+    monkeypatch.setattr(rca, "in_child", dead)
+    timings = incident_timings(INC, TIMELINE, DEADLINES)
+    series = metric_series(INC, [ALERT], TIMELINE, load_policy())
+    with caplog.at_level("WARNING"):
+        path = asyncio.run(rca.draw_chart(tmp_path / "INC-1.png", timings, series, "INC-1"))
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "exited with code -9; drawing the chart in this process" in caplog.text

@@ -97,3 +97,15 @@ def test_without_fork_the_work_runs_in_a_thread(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(child_process, "fork_available", lambda: False)
     pid, doubled = asyncio.run(in_child(_pid_and, 2))
     assert (pid, doubled) == (os.getpid(), 4)
+
+
+def test_a_fork_that_fails_runs_the_work_in_a_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No process to be had (EAGAIN/ENOMEM from fork): the work still gets done, here."""
+    import multiprocessing.process
+
+    def no_fork(self: object) -> None:
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(multiprocessing.process.BaseProcess, "start", no_fork)
+    pid, doubled = asyncio.run(in_child(_pid_and, 3))
+    assert (pid, doubled) == (os.getpid(), 6)
