@@ -64,7 +64,8 @@ def fork_available() -> bool:
 
 async def in_child(fn: Callable[..., T], *args: Any) -> T:
     """``fn(*args)`` in a forked child process; its return value (which must pickle)."""
-    if not fork_available():
+    if not fork_available() or multiprocessing.current_process().daemon:
+        # a daemonic process may not have children (multiprocessing's rule)
         return await asyncio.to_thread(fn, *args)
     ctx = multiprocessing.get_context("fork")
     reader, writer = ctx.Pipe(duplex=False)

@@ -109,3 +109,12 @@ def test_a_fork_that_fails_runs_the_work_in_a_thread(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(multiprocessing.process.BaseProcess, "start", no_fork)
     pid, doubled = asyncio.run(in_child(_pid_and, 3))
     assert (pid, doubled) == (os.getpid(), 6)
+
+
+def test_a_daemonic_process_runs_the_work_in_a_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """multiprocessing forbids a daemonic process children: the work is done in it instead."""
+    import multiprocessing
+
+    monkeypatch.setattr(multiprocessing.current_process(), "daemon", True)
+    pid, doubled = asyncio.run(in_child(_pid_and, 4))
+    assert (pid, doubled) == (os.getpid(), 8)
