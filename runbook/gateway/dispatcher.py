@@ -105,6 +105,7 @@ class Dispatcher:
         self.failures = 0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gateway-outbox")
 
     def wake(self) -> None:
@@ -114,11 +115,16 @@ class Dispatcher:
     def start(self) -> None:
         """Run the dispatch loop on the running event loop."""
         if self._task is None:
+            self._stopping = False
             self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
         """Stop the loop; undelivered rows stay in the outbox for the next start."""
+        # the flag as well as the cancel: Python 3.11's wait_for can swallow a cancellation that
+        # lands as its wait ends (gh-86296), and the loop then went on polling forever
+        self._stopping = True
         if self._task is not None:
+            self._wake.set()
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
@@ -167,7 +173,7 @@ class Dispatcher:
         return True
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 await self.drain_once()
             except LedgerError as error:

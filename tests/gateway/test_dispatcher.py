@@ -145,3 +145,22 @@ async def test_prefect_down_answers_202_and_launches_when_back(
             flow_run_filter=FlowRunFilter(idempotency_key=FlowRunFilterIdempotencyKey(any_=[key]))
         )
     assert len(runs) == 1 and runs[0].parameters == {"incident_id": incident_id}
+
+
+async def test_stop_ends_the_loop_even_when_its_wait_ends_as_it_is_cancelled(
+    ledger: Ledger,
+) -> None:
+    """Python 3.11's wait_for returns the result of a wait that ended as the cancellation landed,
+    losing the cancellation (gh-86296): the gateway's teardown then waited forever on a dispatcher
+    that kept polling (seen twice in one CI run). Made certain here: the outbox is woken right as
+    stop() cancels; stop() still returns."""
+
+    async def launch(incident_id: int) -> None:
+        return None
+
+    dispatcher = Dispatcher(ledger, launch, poll_s=0.05)
+    dispatcher.start()
+    await asyncio.sleep(0.2)  # a few polls: it is waiting on its wake event now
+    dispatcher.wake()  # the wait ends in the same turn of the loop as the cancellation
+    done, _ = await asyncio.wait({asyncio.ensure_future(dispatcher.stop())}, timeout=10)
+    assert done, "stop() did not return: the dispatch loop went on polling"

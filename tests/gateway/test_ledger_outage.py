@@ -12,8 +12,9 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -116,16 +117,30 @@ async def test_killing_the_ledger_database_loses_no_acknowledged_alert(cluster: 
                     n += 1
                     await asyncio.sleep(0.002)
 
+            async def until(what: str, done: Callable[[], bool], at_least_s: float) -> None:
+                # at least ``at_least_s``, and until ``done``: a slow machine answers late
+                await asyncio.sleep(at_least_s)
+                deadline = time.monotonic() + 60
+                while not done():
+                    assert time.monotonic() < deadline, f"no {what} in 60 s"
+                    await asyncio.sleep(0.05)
+
             workers = [asyncio.create_task(storm(w)) for w in range(8)]
-            await asyncio.sleep(0.5)
+            await until("answer before the crash", lambda: len(results) >= 20, 0.5)
             before_crash = len(results)
             await asyncio.to_thread(cluster.crash)
             crashed_at = len(results)
-            await asyncio.sleep(0.5)
+            await until(
+                "503 while down", lambda: any(c == 503 for _, c in results[crashed_at:]), 0.5
+            )
             down = results[crashed_at:]
             await asyncio.to_thread(cluster.start)
             restarted_at = len(results)
-            await asyncio.sleep(1.0)
+            await until(
+                "2xx after the restart",
+                lambda: any(c == 202 for _, c in results[restarted_at:]),
+                1.0,
+            )
             stop.set()
             await asyncio.gather(*workers)
             await app.state.gateway.stop()
