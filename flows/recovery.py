@@ -187,11 +187,11 @@ async def recover_crashed(
     quiet_for = automation_window_s()
     done: list[dict[str, Any]] = []
     for inc in incidents:
-        quiet = None
-        if any(r.state_type == "CRASHED" for r in runs if r.key in launch_keys(inc.id, limit)):
+        keys = set(launch_keys(inc.id, limit))
+        events: list[Any] = []  # read once, only for an incident with a crashed run
+        if any(r.state_type == "CRASHED" and r.key in keys for r in runs):
             events = await asyncio.to_thread(rt.ledger.timeline, inc.id)
-            if events:
-                quiet = (utcnow() - max(e.at for e in events)).total_seconds()
+        quiet = (utcnow() - max(e.at for e in events)).total_seconds() if events else None
         d = decide(inc.id, runs, limit, quiet_s=quiet, quiet_for_s=quiet_for)
         if d.attempt is not None:
             try:
@@ -209,8 +209,7 @@ async def recover_crashed(
             )
             done.append({"incident_id": inc.id, "relaunched": True, "attempt": d.attempt,
                          "reason": d.reason})  # fmt: skip
-        elif d.given_up:
-            events = await asyncio.to_thread(rt.ledger.timeline, inc.id)
+        elif d.given_up:  # its last run crashed: ``events`` were read above
             if not any(
                 e.kind == "relaunch_abandoned" and e.data.get("crashed_run") == d.crashed_run
                 for e in events

@@ -77,12 +77,9 @@ async def _runs(client: Any, keys: list[str]) -> list[Any]:
 
 
 async def _crash(client: Any, key: str) -> str:
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterIdempotencyKey
     from prefect.states import Crashed
 
-    (run,) = await client.read_flow_runs(
-        flow_run_filter=FlowRunFilter(idempotency_key=FlowRunFilterIdempotencyKey(any_=[key]))
-    )
+    (run,) = await _runs(client, [key])
     await client.set_flow_run_state(run.id, Crashed(message="worker died"), force=True)
     return str(run.id)
 
@@ -176,11 +173,7 @@ def _server(home: Path) -> tuple[subprocess.Popen[bytes], str]:
 
 
 async def _state(client: Any, key: str) -> str | None:
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterIdempotencyKey
-
-    runs = await client.read_flow_runs(
-        flow_run_filter=FlowRunFilter(idempotency_key=FlowRunFilterIdempotencyKey(any_=[key]))
-    )
+    runs = await _runs(client, [key])
     return runs[0].state.type.value if runs and runs[0].state else None
 
 
