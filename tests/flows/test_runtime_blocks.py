@@ -93,3 +93,44 @@ def test_blocks_of_other_types_under_the_wanted_names_do_not_crowd_out_the_wante
     assert loaded.get("slack").channel == "#c0"
     assert loaded.get("pagerduty").routing_key.get_secret_value() == "1" * 32
     assert loaded.get("statuspage").page_id == "page2"
+
+
+def test_a_document_read_again_unchanged_gives_back_the_block_and_an_edit_is_seen(
+    prefect_api: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once the cache has expired the documents are read again; an unchanged one gives back the
+    block built before (built once, so Prefect's `loaded` event is emitted once), an edited one
+    (saved over in the UI) gives a new block with the new values."""
+    name = f"rt-{uuid.uuid4().hex[:8]}"
+    Slack(bot_token=SecretStr("xoxb-first"), channel="#inc").save(name)
+    built: list[str] = []
+    original = Slack._load_from_block_document.__func__  # type: ignore[attr-defined]
+
+    def counting(cls: type[Slack], document: object) -> Slack:
+        built.append(document.name)  # type: ignore[attr-defined]
+        return original(cls, document)
+
+    monkeypatch.setattr(Slack, "_load_from_block_document", classmethod(counting))
+    reads: list[dict[str, str]] = []
+    read = runtime.read_block_documents
+
+    async def counting_read(wanted: dict[str, str]) -> dict[str, object]:
+        reads.append(wanted)
+        return await read(wanted)
+
+    monkeypatch.setattr(runtime, "read_block_documents", counting_read)
+
+    first = _load(_off(slack=name)).get("slack")
+    again = _load(_off(slack=name)).get("slack")  # _load empties the 30 s cache: read again
+
+    assert len(reads) == 2
+    assert again is first
+    assert built == [name]
+
+    Slack(bot_token=SecretStr("xoxb-second"), channel="#inc-2").save(name, overwrite=True)
+    edited = _load(_off(slack=name)).get("slack")
+
+    assert len(reads) == 3
+    assert built == [name, name]
+    assert edited.channel == "#inc-2"
+    assert edited.bot_token.get_secret_value() == "xoxb-second"
