@@ -164,7 +164,7 @@ async def incident_runs(incident_ids: list[int], limit: int = MAX_RELAUNCHES) ->
                     id=str(r.id),
                     key=r.idempotency_key or "",
                     state_type=r.state.type.value if r.state else "PENDING",
-                    state_name=r.state.name if r.state else "",
+                    state_name=(r.state.name or "") if r.state else "",
                 )
                 for r in runs
             ]

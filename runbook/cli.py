@@ -6,6 +6,7 @@ usage errors) and Rich tables for people; every listing has ``--json`` for machi
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -438,17 +439,34 @@ def bench_scale(
             "--no-fork: plain `prefect worker start`."
         ),
     ] = True,
+    redis: Annotated[
+        str | None,
+        typer.Option(
+            help="Run the Prefect server as an API process and a services process with their "
+            "messages through this Redis (prefect-redis), as in production, e.g. "
+            "redis://127.0.0.1:6379/13 (that database and the next are emptied first); "
+            "default: one server process."
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """A storm of distinct incidents through the gateway to process workers on a `prefect server
     start` on PostgreSQL: all resolved, no side effect twice, p95 time to mitigate vs one alone."""
     from runbook.bench.scale import main as bench_main
+    from runbook.bench.scale_cluster import redis_messaging_env
 
     if incidents < 1 or workers < 1 or limit < 1 or not 0 < speed <= 10000:
         raise fail(
             "--incidents, --workers and --limit must be at least 1, --speed in (0, 10000]", 2
         )
-    raise typer.Exit(bench_main(incidents, workers, speed, limit, as_json, fork))
+    if redis is not None:
+        try:
+            redis_messaging_env(redis)
+        except ValueError as exc:
+            raise fail(str(exc), 2) from None
+        if importlib.util.find_spec("prefect_redis") is None:
+            raise fail("--redis needs prefect-redis: pip install 'prefect-redis>=0.2.15,<0.3'", 2)
+    raise typer.Exit(bench_main(incidents, workers, speed, limit, as_json, fork, redis))
 
 
 # --- drill ----------------------------------------------------------------------------------------

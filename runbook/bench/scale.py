@@ -60,7 +60,16 @@ workers for 100). The policy's watch for recurrence is 2 min instead of 15 (``be
 it comes after ``mitigated_at``. The review deployment is not registered: the reminders it would
 run (+24 h at 100x is 14 min later) are not part of the storm.
 
-Usage: ``runbook bench scale [--incidents 100] [--workers 2] [--speed 100] [--limit 5] [--no-fork] [--json]``
+**The server's processes.** By default ``prefect server start`` is one process: its API, the
+websockets' event stream and the services (event persister, task-run recorder, triggers...) share
+one interpreter, and in a storm at production timing that process is the one on a core of its own.
+``--redis redis://host:port/N`` runs it as production does with several replicas: ``prefect server
+start --no-services`` (the API and the event stream) and ``prefect server services start``, their
+messages, cache, causal ordering and lease storage through Redis database N and the background tasks
+(docket) through N+1 (``scale_cluster.redis_messaging_env``); both databases are emptied first.
+
+Usage: ``runbook bench scale [--incidents 100] [--workers 2] [--speed 100] [--limit 5] [--no-fork]
+[--redis URL] [--json]``
 """
 
 from __future__ import annotations
@@ -299,11 +308,16 @@ async def cancel_unfinished(incident_ids: Iterable[int]) -> None:
 
 @contextlib.contextmanager
 def running(
-    folder: Path, speed: float, workers: int, limit: int, forked: bool = True
+    folder: Path,
+    speed: float,
+    workers: int,
+    limit: int,
+    forked: bool = True,
+    redis_url: str | None = None,
 ) -> Iterator[Setup]:
     """Start everything; on the way out (errors and Ctrl-C too) stop it all and remove the private
     PostgreSQL cluster that held the ledger and the Prefect server's database."""
-    setup = Setup(folder=folder, speed=speed, forked=forked)
+    setup = Setup(folder=folder, speed=speed, forked=forked, redis_url=redis_url)
     default = resources.files("runbook").joinpath("default_policy.toml").read_text("utf-8")
     setup.policy_path.write_text(bench_policy_text(tomllib.loads(default).get("actions", {})))
     with contextlib.ExitStack() as stack:
@@ -357,8 +371,8 @@ def _running(setup: Setup, workers: int, limit: int, admin_dsn: str) -> Iterator
             setup.ledger.close()
 
 
-def run(incidents: int = 100, workers: int = 2, speed: float = 100.0,
-        limit: int = DEFAULT_LIMIT, forked: bool = True) -> dict[str, Any]:  # fmt: skip
+def run(incidents: int = 100, workers: int = 2, speed: float = 100.0, limit: int = DEFAULT_LIMIT,
+        forked: bool = True, redis_url: str | None = None) -> dict[str, Any]:  # fmt: skip
     """Set everything up, run one incident alone, then the storm; tear everything down.
 
     Returns:
@@ -367,7 +381,7 @@ def run(incidents: int = 100, workers: int = 2, speed: float = 100.0,
     folder = bench_home() / f"scale-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:4]}"
     folder.mkdir()
     t0 = time.monotonic()
-    with running(folder, speed, workers, limit, forked) as setup:
+    with running(folder, speed, workers, limit, forked, redis_url) as setup:
         ready_s = time.monotonic() - t0
         single_bodies = asyncio.run(add_worlds(setup, [0]))
         single_opened = asyncio.run(storm(setup, single_bodies))
@@ -391,6 +405,8 @@ def run(incidents: int = 100, workers: int = 2, speed: float = 100.0,
         "p95_run_created_s": _p95(stages["created"]),
         "p95_run_running_s": _p95(stages["running"]),
         "server_db": "postgresql",
+        # one process, or the API and the services apart with their messages through Redis
+        "server_processes": "api + services, Redis messaging" if redis_url else "one",
         "workers": workers,
         "worker_command": "runbook worker (runs forked)" if forked else "prefect worker start",
         "limit_per_worker": limit,
@@ -411,8 +427,8 @@ def _p95(values: Sequence[float]) -> float | None:
     return round(percentile(values, 95), 3) if values else None
 
 
-def main(incidents: int = 100, workers: int = 2, speed: float = 100.0,
-         limit: int = DEFAULT_LIMIT, json_out: bool = False, forked: bool = True) -> int:  # fmt: skip
+def main(incidents: int = 100, workers: int = 2, speed: float = 100.0, limit: int = DEFAULT_LIMIT,
+         json_out: bool = False, forked: bool = True, redis_url: str | None = None) -> int:  # fmt: skip
     """Run the benchmark once and print its figures.
 
     Args:
@@ -431,7 +447,7 @@ def main(incidents: int = 100, workers: int = 2, speed: float = 100.0,
         the single incident's; 1 otherwise (the reasons are printed).
     """
     try:
-        out = run(incidents, workers, speed, limit, forked)
+        out = run(incidents, workers, speed, limit, forked, redis_url)
     except RuntimeError as exc:  # a setup step failed; everything started is stopped by now
         print(f"bench scale: {exc}", file=sys.stderr)
         return 1

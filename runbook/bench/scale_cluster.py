@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from runbook.bench.latency import ADMIN_DSN
 from runbook.ledger.engine import ENV_MAX_OVERFLOW, ENV_POOL_SIZE
@@ -55,6 +56,8 @@ class Setup:
     folder: Path
     speed: float
     forked: bool = True  # `runbook worker` and forkrun runs; False: plain `prefect worker start`
+    # the server as an API process and a services process over Redis messaging (None: one process)
+    redis_url: str | None = None
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     servers: list[Any] = field(default_factory=list)
     worlds: dict[int, Any] = field(default_factory=dict)
@@ -154,13 +157,59 @@ def stop_all(procs: Sequence[subprocess.Popen[bytes]], timeout: float = 15) -> N
             proc.wait(10)
 
 
+def redis_messaging_env(url: str) -> dict[str, str]:
+    """The settings that put a Prefect server's messaging, cache, causal ordering, lease storage
+    and background tasks on Redis (prefect-redis), as the README's production layout does:
+    messaging on ``url``'s database, background tasks (docket) on the next one.
+
+    Raises:
+        ValueError: ``url`` is not a ``redis://`` URL with a database number below 15.
+    """
+    parts = urlsplit(url)
+    db = parts.path.strip("/") or "0"
+    if parts.scheme != "redis" or not parts.hostname or not db.isdigit() or int(db) > 14:
+        raise ValueError(
+            f"--redis must look like redis://127.0.0.1:6379/13 (a database number 0-14: the "
+            f"next one holds Prefect's background tasks), not {url!r}"
+        )
+    base = f"redis://{parts.netloc}"
+    return {
+        "PREFECT_MESSAGING_BROKER": "prefect_redis.messaging",
+        "PREFECT_MESSAGING_CACHE": "prefect_redis.messaging",
+        "PREFECT_SERVER_EVENTS_CAUSAL_ORDERING": "prefect_redis.ordering",
+        "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": "prefect_redis.lease_storage",
+        "PREFECT_REDIS_MESSAGING_URL": f"{base}/{db}",
+        "PREFECT_SERVER_DOCKET_URL": f"{base}/{int(db) + 1}",
+    }
+
+
+def flush_redis(env: Mapping[str, str]) -> None:
+    """Empty the two Redis databases ``redis_messaging_env`` names: a stream or consumer group
+    left by an earlier run would hand its messages to this one's server."""
+    import redis
+
+    for name in ("PREFECT_REDIS_MESSAGING_URL", "PREFECT_SERVER_DOCKET_URL"):
+        try:
+            client = redis.Redis.from_url(env[name], socket_timeout=5)
+            client.flushdb()
+            client.close()
+        except redis.RedisError as exc:
+            raise RuntimeError(f"Redis at {env[name]} does not answer: {exc}") from None
+
+
 def start_server(setup: Setup, admin_dsn: str = ADMIN_DSN) -> None:
     """``prefect server start`` on a fresh database of ``admin_dsn``'s PostgreSQL, its connection
-    pool sized for a storm (``SERVER_POOL``); returns once /api/health answers."""
-    import httpx
+    pool sized for a storm (``SERVER_POOL``); returns once /api/health answers.
 
+    With ``setup.redis_url`` the server is two processes, as in production: the API
+    (``prefect server start --no-services``, which still streams events to websockets) and
+    ``prefect server services start`` (the event persister, the task-run recorder, triggers and
+    actions...), their messages through Redis."""
     from runbook.bench.latency import _asyncpg_url
 
+    redis_env = redis_messaging_env(setup.redis_url) if setup.redis_url else {}
+    if redis_env:
+        flush_redis(redis_env)
     db = create_db("runbook_scale_prefect", admin_dsn)
     port = free_port()
     env = _env(
@@ -172,10 +221,21 @@ def start_server(setup: Setup, admin_dsn: str = ADMIN_DSN) -> None:
         PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED="false",  # no scheduled deployments here
         # task runs recorded in batches, as the README recommends; a value set here wins
         **env_or_default(SERVER_DEFAULTS, os.environ),
+        **redis_env,
     )
-    proc = _spawn(setup, ["server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                  "server.log", env)  # fmt: skip
+    args = ["server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    proc = _spawn(setup, args + (["--no-services"] if redis_env else []), "server.log", env)
     api = f"http://127.0.0.1:{port}/api"
+    _wait_healthy(setup, proc, api)
+    if redis_env:  # the API has migrated the database: the services may start
+        _spawn(setup, ["server", "services", "start"], "services.log", env)
+
+
+def _wait_healthy(setup: Setup, proc: subprocess.Popen[bytes], api: str) -> None:
+    """Return once ``api``/health answers (``setup.api_url`` set); raise if ``proc`` exits or
+    180 s pass."""
+    import httpx
+
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         if proc.poll() is not None:

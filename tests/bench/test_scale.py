@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from runbook.bench.scale_cluster import redis_messaging_env
 from runbook.bench.scale_figures import (
     bench_policy_text,
     duplicate_action_keys,
@@ -173,24 +174,78 @@ def test_a_database_that_cannot_be_created_is_reported_with_postgresqls_reason()
 
 @pytest.mark.postgres
 @pytest.mark.timeout(300)
-def test_small_storm_on_a_real_server_and_two_workers(tmp_path) -> None:
+def test_redis_settings_put_messaging_on_the_database_and_background_tasks_on_the_next() -> None:
+    """`--redis redis://host:port/N`: Prefect's messaging, cache, ordering and lease storage on
+    Redis database N, docket's background tasks on N+1."""
+    env = redis_messaging_env("redis://127.0.0.1:6379/13")
+    assert env["PREFECT_MESSAGING_BROKER"] == "prefect_redis.messaging"
+    assert env["PREFECT_MESSAGING_CACHE"] == "prefect_redis.messaging"
+    assert env["PREFECT_SERVER_EVENTS_CAUSAL_ORDERING"] == "prefect_redis.ordering"
+    assert env["PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE"] == "prefect_redis.lease_storage"
+    assert env["PREFECT_REDIS_MESSAGING_URL"] == "redis://127.0.0.1:6379/13"
+    assert env["PREFECT_SERVER_DOCKET_URL"] == "redis://127.0.0.1:6379/14"
+    assert redis_messaging_env("redis://cache.internal:6380")["PREFECT_SERVER_DOCKET_URL"] == (
+        "redis://cache.internal:6380/1"
+    )
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:6379/1", "redis://127.0.0.1:6379/15", "redis:///3", "redis://h/x"]
+)
+def test_a_redis_url_that_cannot_serve_is_refused_with_the_form_to_use(url: str) -> None:
+    """Not redis://, no host, a database that is not a number or leaves no next one: refused."""
+    with pytest.raises(ValueError, match=r"--redis must look like redis://127\.0\.0\.1:6379/13"):
+        redis_messaging_env(url)
+
+
+def test_the_cli_refuses_a_bad_redis_url_before_starting_anything(tmp_path) -> None:
+    """`runbook bench scale --redis http://...` exits 2 with the form to use; no bench folder."""
+    env = dict(os.environ, RUNBOOK_HOME=str(tmp_path))
+    done = subprocess.run(
+        [sys.executable, "-m", "runbook.cli", "bench", "scale", "--redis", "http://127.0.0.1/1"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "--redis must look like redis://127.0.0.1:6379/13" in done.stderr
+    assert not (tmp_path / "bench").exists()
+
+
+def _redis_or_require() -> None:
+    import redis
+
+    try:
+        redis.Redis.from_url("redis://127.0.0.1:6379/0", socket_timeout=3).ping()
+    except redis.RedisError as exc:
+        require_service("Redis", f"127.0.0.1:6379: {exc}")
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["one-server-process", "api-services-redis"])
+def test_small_storm_on_a_real_server_and_two_workers(tmp_path, split: bool) -> None:
     """`runbook bench scale --incidents 3 --workers 2 --json`: a real `prefect server start` on
     PostgreSQL, two process workers, the gateway; all 3 incidents resolve and no side effect
-    happens twice (the timing ratio is not asserted)."""
+    happens twice (the timing ratio is not asserted). With `--redis` the same holds with the
+    server as an API process and a services process talking through Redis (production's layout)."""
     try:
         with _pg_connect() as conn:
             conn.execute("SELECT 1")
     except Exception as exc:  # noqa: BLE001 - any failure means "not available"
         require_service("PostgreSQL", f"{PG_HOST}:{PG_PORT} as {PG_USER}: {exc}")
+    if split:
+        _redis_or_require()
     env = dict(os.environ, RUNBOOK_HOME=str(tmp_path))
     done = subprocess.run(
         [sys.executable, "-m", "runbook.cli", "bench", "scale", "--incidents", "3",
-         "--workers", "2", "--json"],
+         "--workers", "2", "--json", *(["--redis", "redis://127.0.0.1:6379/11"] if split else [])],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=280,
     )  # fmt: skip
     assert done.stdout.strip(), done.stderr[-3000:]
     out = json.loads(done.stdout)
     assert out["server_db"] == "postgresql"
+    assert out["server_processes"] == ("api + services, Redis messaging" if split else "one")
+    if split:  # the services process ran beside the API, without an error in its log
+        services_log = (Path(out["folder"]) / "services.log").read_text()
+        assert "Starting services" in services_log
+        assert "Traceback" not in services_log
     assert out["incidents"] == 3 and out["resolved"] == 3, out
     assert out["single_resolved"], out
     assert out["duplicate_side_effects"] == 0 and out["duplicate_action_keys"] == 0, out
