@@ -170,7 +170,7 @@ def redis_messaging_env(url: str) -> dict[str, str]:
     if parts.scheme != "redis" or not parts.hostname or not db.isdigit() or int(db) > 14:
         raise ValueError(
             f"--redis must look like redis://127.0.0.1:6379/13 (a database number 0-14: the "
-            f"next one holds Prefect's background tasks), not {url!r}"
+            f"next one holds Prefect's background tasks), not {shown_url(url)!r}"
         )
     base = f"redis://{parts.netloc}"
     return {
@@ -194,7 +194,17 @@ def flush_redis(env: Mapping[str, str]) -> None:
             client.flushdb()
             client.close()
         except redis.RedisError as exc:
-            raise RuntimeError(f"Redis at {env[name]} does not answer: {exc}") from None
+            raise RuntimeError(f"Redis at {shown_url(env[name])} does not answer: {exc}") from None
+
+
+def shown_url(url: str) -> str:
+    """``url`` with its password (if any) replaced by ``***``, for messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"{user}:***@{host}").geturl()
 
 
 def start_server(setup: Setup, admin_dsn: str = ADMIN_DSN) -> None:

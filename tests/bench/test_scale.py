@@ -198,6 +198,14 @@ def test_a_redis_url_that_cannot_serve_is_refused_with_the_form_to_use(url: str)
         redis_messaging_env(url)
 
 
+def test_a_refused_redis_url_does_not_show_its_password() -> None:
+    """The message names the URL given, its password masked."""
+    with pytest.raises(ValueError) as refused:
+        redis_messaging_env("redis://bot:s3cr3t-sentinel@cache.internal:6379/99")
+    assert "s3cr3t-sentinel" not in str(refused.value)
+    assert "redis://bot:***@cache.internal:6379/99" in str(refused.value)
+
+
 def test_the_cli_refuses_a_bad_redis_url_before_starting_anything(tmp_path) -> None:
     """`runbook bench scale --redis http://...` exits 2 with the form to use; no bench folder."""
     env = dict(os.environ, RUNBOOK_HOME=str(tmp_path))
