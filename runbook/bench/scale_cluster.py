@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 from runbook.bench.latency import ADMIN_DSN
 from runbook.ledger.engine import ENV_MAX_OVERFLOW, ENV_POOL_SIZE
+from runbook.ledger.url import describe_url
 from runbook.ports import free_port
 from runbook.prefect_server import SERVER_DEFAULTS
 
@@ -170,7 +171,7 @@ def redis_messaging_env(url: str) -> dict[str, str]:
     if parts.scheme != "redis" or not parts.hostname or not db.isdigit() or int(db) > 14:
         raise ValueError(
             f"--redis must look like redis://127.0.0.1:6379/13 (a database number 0-14: the "
-            f"next one holds Prefect's background tasks), not {shown_url(url)!r}"
+            f"next one holds Prefect's background tasks), not {describe_url(url)!r}"
         )
     base = f"redis://{parts.netloc}"
     return {
@@ -190,21 +191,12 @@ def flush_redis(env: Mapping[str, str]) -> None:
 
     for name in ("PREFECT_REDIS_MESSAGING_URL", "PREFECT_SERVER_DOCKET_URL"):
         try:
-            client = redis.Redis.from_url(env[name], socket_timeout=5)
-            client.flushdb()
-            client.close()
+            with redis.Redis.from_url(env[name], socket_timeout=5) as client:
+                client.flushdb()
         except redis.RedisError as exc:
-            raise RuntimeError(f"Redis at {shown_url(env[name])} does not answer: {exc}") from None
-
-
-def shown_url(url: str) -> str:
-    """``url`` with its password (if any) replaced by ``***``, for messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.netloc.rpartition("@")[2]
-    return parts._replace(netloc=f"{user}:***@{host}").geturl()
+            raise RuntimeError(
+                f"Redis at {describe_url(env[name])} does not answer: {exc}"
+            ) from None
 
 
 def start_server(setup: Setup, admin_dsn: str = ADMIN_DSN) -> None:
