@@ -101,7 +101,7 @@ async def relaunch_crashed(rt: Runtime) -> list[dict[str, Any]]:
     """Launch again the open incidents whose flow run crashed (``flows.recovery``); Prefect's
     answer failing here is logged, and the next watch run looks again."""
     try:
-        return await recover_crashed(rt, PrefectLauncher())
+        return await recover_crashed(rt, PrefectLauncher(), rt.policy.recovery.max_relaunches)
     except Exception as exc:  # noqa: BLE001 - the rest of the watch still runs
         get_run_logger().warning(
             "could not check for crashed incident runs (%s: %s); the next watch run looks again",

@@ -25,6 +25,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from runbook.errors import PolicyError
 from runbook.models import Phase, Severity
+from runbook.recovery import MAX_RELAUNCHES
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(w|d|h|m|s)")
 _UNITS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
@@ -201,6 +202,13 @@ class RcaPolicy(_Strict):
         return self.owners.get(scenario or "", self.default_owner)
 
 
+class RecoveryPolicy(_Strict):
+    """Incidents whose flow run died with its worker (``runbook.recovery``): how many times the
+    watcher launches one again before leaving it to people (0: never)."""
+
+    max_relaunches: int = Field(default=MAX_RELAUNCHES, ge=0, le=10)
+
+
 class Policy(_Strict):
     """The whole incident-response policy. Build it with ``load_policy``."""
 
@@ -215,6 +223,7 @@ class Policy(_Strict):
     actions: dict[str, ActionPolicy]
     approvals: Approvals
     rca: RcaPolicy = RcaPolicy()
+    recovery: RecoveryPolicy = RecoveryPolicy()
 
     @model_validator(mode="after")
     def _complete(self) -> Policy:

@@ -10,7 +10,8 @@ under its idempotency key, so nothing is done twice).
 
 Launch keys: the gateway's first launch is ``incident-<id>``; relaunch ``n`` is
 ``incident-<id>-relaunch-<n>``, so two watchers deciding at once create one run (Prefect's idempotency
-key), and the attempt number is read back from the key. After ``MAX_RELAUNCHES`` crashes the incident is
+key), and the attempt number is read back from the key. After the policy's ``[recovery]
+max_relaunches`` relaunches (``MAX_RELAUNCHES``, 3, by default; 0: none) crashed too, the incident is
 left to people (the missed deadlines are escalated by the watcher anyway) with a timeline note saying so.
 A run that ended Completed, Failed or Cancelled is not relaunched: the flow or a person ended it.
 """
@@ -68,6 +69,10 @@ class Relaunch:
     given_up: bool = False
 
 
+def _times(n: int) -> str:
+    return "once" if n == 1 else f"{n} times"
+
+
 def decide(
     incident_id: int,
     runs: Sequence[RunView],
@@ -101,8 +106,8 @@ def decide(
         return Relaunch(
             incident_id,
             None,
-            f"its run crashed {attempt + 1} times; not launched again: run the incident flow by "
-            "hand once the cause is fixed",
+            f"its run crashed {_times(attempt + 1)} (the policy's recovery.max_relaunches is "
+            f"{limit}); not launched again: run the incident flow by hand once the cause is fixed",
             crashed_run=last.id,
             given_up=True,
         )

@@ -124,6 +124,9 @@ def test_action_modes() -> None:
             "actions.rollback_deployment.P0",
         ),
         ({"escalation": {"chain": []}}, "escalation.chain"),
+        ({"recovery": {"max_relaunches": -1}}, "recovery.max_relaunches"),
+        ({"recovery": {"max_relaunches": 11}}, "recovery.max_relaunches"),
+        ({"recovery": {"max_relaunch": 2}}, "recovery.max_relaunch"),
     ],
 )
 def test_wrong_values_name_their_field(override: dict, path: str) -> None:
@@ -144,6 +147,15 @@ def test_override_file_merges_over_defaults(tmp_path) -> None:
     yml = tmp_path / "policy.yaml"
     yml.write_text("thresholds:\n  error_rate:\n    alert: 2.0\n")
     assert load_policy(yml).thresholds["error_rate"].alert == 2.0
+
+
+def test_the_relaunch_limit_is_three_unless_the_policy_says(tmp_path) -> None:
+    """A run that crashed is launched again up to 3 times by default; a policy file changes it (0:
+    never)."""
+    assert load_policy().recovery.max_relaunches == 3
+    f = tmp_path / "p.toml"
+    f.write_text("[recovery]\nmax_relaunches = 0\n")
+    assert load_policy(f).recovery.max_relaunches == 0
 
 
 def test_env_names_the_policy_file(tmp_path, monkeypatch) -> None:

@@ -38,6 +38,13 @@ def test_after_the_limit_the_incident_is_left_to_people() -> None:
     assert "crashed 4 times" in d.reason and "by hand" in d.reason
 
 
+def test_a_limit_of_zero_never_relaunches() -> None:
+    """With the policy's recovery.max_relaunches at 0 the first crash leaves it to people."""
+    d = decide(1, [_run("incident-1", "CRASHED")], limit=0)
+    assert d.attempt is None and d.given_up and d.crashed_run == "run-incident-1"
+    assert "crashed once" in d.reason and "max_relaunches is 0" in d.reason
+
+
 @pytest.mark.parametrize(
     ("runs", "says"),
     [

@@ -249,3 +249,25 @@ async def test_a_killed_run_is_marked_crashed_by_heartbeat_and_launched_again(
             server.wait(30)
         except subprocess.TimeoutExpired:
             server.kill()
+
+
+async def test_the_watch_relaunches_up_to_the_policys_limit(monkeypatch, tmp_path: Path) -> None:
+    """The watch run's relaunch step passes the policy's recovery.max_relaunches on (not the
+    default 3): with 1, an incident whose relaunch crashed too is left to people."""
+    import flows.watch as watch_module
+    from runbook.policy import load_policy
+
+    policy_file = tmp_path / "p.toml"
+    policy_file.write_text("[recovery]\nmax_relaunches = 1\n")
+    seen: list[int] = []
+
+    async def fake_recover(rt: Any, relaunch: Any, limit: int = MAX_RELAUNCHES) -> list[Any]:
+        seen.append(limit)
+        return []
+
+    class _Rt:
+        policy = load_policy(policy_file)
+
+    monkeypatch.setattr(watch_module, "recover_crashed", fake_recover)
+    assert await watch_module.relaunch_crashed(_Rt()) == []  # type: ignore[arg-type]
+    assert seen == [1]
