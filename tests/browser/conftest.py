@@ -10,7 +10,6 @@ On failure the page is saved as a screenshot under test-artifacts/browser/ (git-
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
+from runbook.ports import free_port
 from runbook.sandbox.app import create_app, reset_world
 from runbook.sandbox.core import DEFAULT_TOKEN, World
 from runbook.sandbox.server import RunningServer, serve_in_thread
@@ -107,12 +107,6 @@ main()
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _prefect_env(home: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "RUNBOOK_"))}
     return env | {
@@ -157,7 +151,7 @@ def prefect_ui_server(
     busy machine). Yields as soon as it is launched: ``wait_up()`` before using it."""
     base = tmp_path_factory.mktemp("prefect-ui")
     database = make_pg_database("runbook_ui")
-    port = _free_port()
+    port = free_port()
     ui_url, api_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port}/api"
     db_url = f"postgresql+asyncpg://{PG_USER}@{PG_HOST}:{PG_PORT}/{database}"
     env = (

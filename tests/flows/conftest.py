@@ -10,25 +10,13 @@ from typing import Any
 
 import httpx
 import pytest
-from pydantic import SecretStr
 
-from blocks import (
-    AppEndpoint,
-    GitHubRepository,
-    PagerDuty,
-    PostgresTarget,
-    Slack,
-    Statuspage,
-    SupabaseProject,
-    VercelProject,
-)
-from flows.runtime import Options
+from flows.runtime import Options, Systems
+from runbook.drill.world import CREDENTIALS, save_sandbox_blocks
 from runbook.ports import free_port
-from runbook.sandbox import statuspage as sandbox_statuspage
 from runbook.sandbox.app import create_app, reset_world
 from runbook.sandbox.core import DEFAULT_TOKEN, World
 from runbook.sandbox.server import RunningServer, serve_in_thread
-from runbook.sandbox.supabase import PROJECT_REF
 
 TEST_POLICY = """
 [monitoring]
@@ -50,43 +38,11 @@ def sandbox_server(sandbox_world: World) -> Iterator[RunningServer]:
 
 
 def save_blocks(base: str, pg_dsn: str | None) -> None:
-    """Save one block per system under the names flows.runtime.Systems uses by default."""
-    token = SecretStr(DEFAULT_TOKEN)
-    components = {"web": sandbox_statuspage.COMPONENTS["Web app"]}
-
-    async def go() -> None:
-        await VercelProject(token=token, project_id="prj_sandbox", base_url=f"{base}/vercel").save(
-            "production", overwrite=True
-        )
-        await SupabaseProject(
-            project_ref=PROJECT_REF,
-            management_token=token,
-            anon_key=token,
-            api_base_url=f"{base}/supabase",
-            data_url=f"{base}/supabase-data",
-        ).save("production", overwrite=True)
-        await AppEndpoint(
-            health_url=f"{base}/app/api/health", metrics_url=f"{base}/app/metrics"
-        ).save("production", overwrite=True)
-        await Slack(bot_token=token, channel="#incidents", base_url=f"{base}/slack").save(
-            "incidents", overwrite=True
-        )
-        await PagerDuty(routing_key=token, base_url=f"{base}/pagerduty").save(
-            "oncall", overwrite=True
-        )
-        await Statuspage(
-            api_key=token,
-            page_id="sbxpage",
-            component_map=components,
-            base_url=f"{base}/statuspage",
-        ).save("public", overwrite=True)
-        await GitHubRepository(token=token, repo="acme/web", base_url=f"{base}/github").save(
-            "incidents", overwrite=True
-        )
-        if pg_dsn:
-            await PostgresTarget(dsn=SecretStr(pg_dsn)).save("production", overwrite=True)
-
-    asyncio.run(go())
+    """Save one block per system under the names flows.runtime.Systems uses by default, every
+    credential the sandbox world's one token (the drill's own saver, ``save_sandbox_blocks``)."""
+    asyncio.run(
+        save_sandbox_blocks(base, dict.fromkeys(CREDENTIALS, DEFAULT_TOKEN), pg_dsn, Systems())
+    )
 
 
 class MailSink:

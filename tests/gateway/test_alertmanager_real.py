@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ import pytest
 from runbook.gateway import GatewayConfig, create_app
 from runbook.ledger import Ledger, open_ledger
 from runbook.models import AlertStatus
+from runbook.ports import free_port
 from runbook.sandbox.server import RunningServer, serve_in_thread
 from tests.conftest import require_service
 from tests.gateway.conftest import TOKEN
@@ -37,12 +37,6 @@ receivers:
           authorization:
             credentials: {token}
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _wait_for(predicate, timeout: float = 15.0) -> bool:  # type: ignore[no-untyped-def]
@@ -79,7 +73,7 @@ def alertmanager(tmp_path: Path, gateway: tuple[RunningServer, Ledger, list[int]
         require_service(
             "alertmanager", f"{BINARY} is missing (apt-get install prometheus-alertmanager)"
         )
-    port = _free_port()
+    port = free_port()
     config = tmp_path / "alertmanager.yml"
     config.write_text(CONFIG.format(url=gateway[0].url, token=TOKEN))
     proc = subprocess.Popen(  # noqa: S603 - a fixed binary and our own arguments
