@@ -531,9 +531,9 @@ def test_edge_timeouts_redeploy_the_last_good_version(world, options, flow_env, 
     policy.write_text(AUTO_EDGE_POLICY)
     opts = options.model_copy(update={"policy_path": str(policy)})
     project = asyncio.run(__import__("blocks").SupabaseProject.aload("production"))
-    saved = asyncio.run(
-        snapshot_functions(project, opts.ledger_url)
-    )  # what the watcher does each minute
+    # what the watcher's task does each minute (its function: a task run outside a flow run logs
+    # to the API without a flow run id, which Prefect warns about)
+    saved = asyncio.run(snapshot_functions.fn(project, opts.ledger_url))
     assert saved["saved"]
     apply_scenario(world, "edge-timeouts")
     assert sb_supabase.slow_functions(world) == {"transcribe"}
