@@ -425,8 +425,10 @@ async def _work(run: DrillRun, prod: Any, ledger: Any, gateway_url: str, token: 
 
         review = next(d for d in build_deployments() if d.flow_name == "review")
         await review.apply()  # type: ignore[misc]  # async_dispatch: a coroutine here
-    # what the deployed watcher does every minute: keep each healthy edge function's source
-    await snapshot_functions(await SupabaseProject.aload(run.systems.supabase), run.ledger_url)
+    # what the deployed watcher does every minute: keep each healthy edge function's source (the
+    # task's function: as a task run outside any flow run, Prefect warned that its logs had no flow
+    # run to go to)
+    await snapshot_functions.fn(await SupabaseProject.aload(run.systems.supabase), run.ledger_url)
     run.say(f"blocks '{run.blocks}' saved; alert gateway on {gateway_url} (bearer token)")
     policy = load_policy(run.folder / "policy.toml")
     run.incident_id = await _raise_alert(run, prod, policy, gateway_url, token)
