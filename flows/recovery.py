@@ -23,7 +23,7 @@ from datetime import timedelta
 from typing import Any
 
 from runbook.clock import utcnow
-from runbook.recovery import MAX_RELAUNCHES, RunView, decide, launch_keys
+from runbook.recovery import MAX_RELAUNCHES, RELAUNCH_CEILING, RunView, decide, launch_keys
 
 AUTOMATION_NAME = "runbook: crash incident runs whose heartbeats stop"
 HEARTBEAT_ENV = "PREFECT_FLOWS_HEARTBEAT_FREQUENCY"
@@ -183,11 +183,13 @@ async def recover_crashed(
     incidents = await asyncio.to_thread(rt.ledger.list_incidents, open_only=True)
     if not incidents:
         return []
-    runs = await incident_runs([i.id for i in incidents], limit)
+    # every key a policy could have allowed: a run launched under a higher limit than today's is
+    # still seen (a live one means nothing is launched)
+    runs = await incident_runs([i.id for i in incidents], max(limit, RELAUNCH_CEILING))
     quiet_for = automation_window_s()
     done: list[dict[str, Any]] = []
     for inc in incidents:
-        keys = set(launch_keys(inc.id, limit))
+        keys = set(launch_keys(inc.id, max(limit, RELAUNCH_CEILING)))
         events: list[Any] = []  # read once, only for an incident with a crashed run
         if any(r.state_type == "CRASHED" and r.key in keys for r in runs):
             events = await asyncio.to_thread(rt.ledger.timeline, inc.id)

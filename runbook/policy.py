@@ -25,7 +25,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from runbook.errors import PolicyError
 from runbook.models import Phase, Severity
-from runbook.recovery import MAX_RELAUNCHES
+from runbook.recovery import MAX_RELAUNCHES, RELAUNCH_CEILING
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(w|d|h|m|s)")
 _UNITS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
@@ -206,7 +206,7 @@ class RecoveryPolicy(_Strict):
     """Incidents whose flow run died with its worker (``runbook.recovery``): how many times the
     watcher launches one again before leaving it to people (0: never)."""
 
-    max_relaunches: int = Field(default=MAX_RELAUNCHES, ge=0, le=10)
+    max_relaunches: int = Field(default=MAX_RELAUNCHES, ge=0, le=RELAUNCH_CEILING)
 
 
 class Policy(_Strict):

@@ -23,6 +23,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 MAX_RELAUNCHES = 3
+#: the most relaunches a policy may allow; the watcher looks up this many keys whatever the limit of
+#: the moment, so a run launched under a higher limit is still seen (live: nothing is launched)
+RELAUNCH_CEILING = 10
 
 #: a run in one of these states is still the incident's run (or about to be)
 LIVE_STATES = frozenset({"SCHEDULED", "PENDING", "RUNNING", "PAUSED", "CANCELLING"})

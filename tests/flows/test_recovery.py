@@ -271,3 +271,32 @@ async def test_the_watch_relaunches_up_to_the_policys_limit(monkeypatch, tmp_pat
     monkeypatch.setattr(watch_module, "recover_crashed", fake_recover)
     assert await watch_module.relaunch_crashed(_Rt()) == []  # type: ignore[arg-type]
     assert seen == [1]
+
+
+async def test_a_live_run_launched_under_a_higher_limit_stops_a_relaunch(
+    monkeypatch, tmp_path: Path
+) -> None:
+    """The policy's limit lowered to 1 while relaunch 2 (made under the old limit) runs: the watcher
+    still reads every key a policy may allow, sees that run live, and launches nothing nor gives up."""
+    from runbook.recovery import RELAUNCH_CEILING, RunView
+
+    ledger = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    incident_id = ledger.record_alert(
+        Alert(source="generic", delivery_id="c", dedup_key="c")
+    ).incident_id
+    assert incident_id is not None
+    asked: list[int] = []
+
+    async def runs_for(ids: list[int], limit: int = MAX_RELAUNCHES) -> list[RunView]:
+        asked.append(limit)
+        keys = launch_keys(incident_id, limit)
+        states = ["CRASHED", "CRASHED", "RUNNING"]
+        return [RunView(id=f"r{n}", key=keys[n], state_type=s) for n, s in enumerate(states)]
+
+    async def launch(incident_id: int, attempt: int) -> None:
+        raise AssertionError("nothing may be launched next to a live run")
+
+    monkeypatch.setattr(recovery, "incident_runs", runs_for)
+    assert await recover_crashed(_Runtime(ledger), launch, limit=1) == []
+    assert asked == [RELAUNCH_CEILING]
+    assert not [e for e in ledger.timeline(incident_id) if e.kind == "relaunch_abandoned"]
