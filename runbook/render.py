@@ -75,6 +75,12 @@ def policy_tables(pol: Policy) -> list[RenderableType]:
     )
     route.add_row("Chain", " -> ".join(level.role for level in pol.escalation.chain))
     route.add_row("Watch for recurrence", format_duration(pol.monitoring.recurrence_watch))
+    route.add_row("Approval timeout", format_duration(pol.approvals.timeout))
+    relaunches = pol.recovery.max_relaunches
+    route.add_row(
+        "Relaunch crashed runs",
+        f"up to {relaunches} time{'s' if relaunches != 1 else ''}" if relaunches else "never",
+    )
 
     rev = Table(title="Post-incident review", title_justify="left")
     rev.add_column("within")

@@ -36,6 +36,19 @@ def test_policy_show_prints_the_runbook_values() -> None:
     assert "error_rate" in result.output
 
 
+def test_policy_show_prints_the_approval_timeout_and_relaunch_limit(tmp_path) -> None:
+    """The approval timeout and the relaunch limit are shown as the policy file sets them."""
+    f = tmp_path / "p.toml"
+    f.write_text('[approvals]\ntimeout = "7m"\n[recovery]\nmax_relaunches = 0\n')
+    result = runner.invoke(app, ["policy", "show", "--policy", str(f), "--json"])
+    assert json.loads(result.stdout)["recovery"] == {"max_relaunches": 0}
+    out = " ".join(runner.invoke(app, ["policy", "show", "--policy", str(f)]).output.split())
+    assert "Approval timeout │ 7m" in out
+    assert "Relaunch crashed runs │ never" in out
+    default = " ".join(runner.invoke(app, ["policy", "show"]).output.split())
+    assert "Relaunch crashed runs │ up to 3 times" in default
+
+
 def test_policy_show_json() -> None:
     """`runbook policy show --json` is machine-readable and complete."""
     result = runner.invoke(app, ["policy", "show", "--json"])
