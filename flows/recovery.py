@@ -185,11 +185,12 @@ async def recover_crashed(
         return []
     # every key a policy could have allowed: a run launched under a higher limit than today's is
     # still seen (a live one means nothing is launched)
-    runs = await incident_runs([i.id for i in incidents], max(limit, RELAUNCH_CEILING))
+    looked_up = max(limit, RELAUNCH_CEILING)
+    runs = await incident_runs([i.id for i in incidents], looked_up)
     quiet_for = automation_window_s()
     done: list[dict[str, Any]] = []
     for inc in incidents:
-        keys = set(launch_keys(inc.id, max(limit, RELAUNCH_CEILING)))
+        keys = set(launch_keys(inc.id, looked_up))
         events: list[Any] = []  # read once, only for an incident with a crashed run
         if any(r.state_type == "CRASHED" and r.key in keys for r in runs):
             events = await asyncio.to_thread(rt.ledger.timeline, inc.id)

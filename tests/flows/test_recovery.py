@@ -172,6 +172,15 @@ def _server(home: Path) -> tuple[subprocess.Popen[bytes], str]:
     raise AssertionError("prefect server start did not answer in 120 s")
 
 
+def _stop(server: subprocess.Popen[bytes]) -> None:
+    """Stop a server ``_server`` started: SIGTERM, then SIGKILL after 30 s."""
+    server.terminate()
+    try:
+        server.wait(30)
+    except subprocess.TimeoutExpired:
+        server.kill()
+
+
 async def _state(client: Any, key: str) -> str | None:
     runs = await _runs(client, [key])
     return runs[0].state.type.value if runs and runs[0].state else None
@@ -244,16 +253,12 @@ async def test_a_killed_run_is_marked_crashed_by_heartbeat_and_launched_again(
     finally:
         if run_proc is not None and run_proc.poll() is None:
             run_proc.kill()
-        server.terminate()
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        _stop(server)
 
 
 async def test_the_watch_relaunches_up_to_the_policys_limit(monkeypatch, tmp_path: Path) -> None:
-    """The watch run's relaunch step passes the policy's recovery.max_relaunches on (not the
-    default 3): with 1, an incident whose relaunch crashed too is left to people."""
+    """The watch run's relaunch step passes the policy's recovery.max_relaunches (here 1) on to
+    ``recover_crashed``, not the default 3."""
     import flows.watch as watch_module
     from runbook.policy import load_policy
 

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from flows.worker import FORKRUN_COMMAND
-from tests.flows.test_recovery import ROOT, _server
+from tests.flows.test_recovery import ROOT, _server, _stop
 
 
 def _alive(pid: int) -> bool:
@@ -119,8 +119,4 @@ async def test_a_forked_run_cancelled_from_the_ui_ends_and_is_marked_cancelled(
             except subprocess.TimeoutExpired:
                 os.killpg(worker.pid, signal.SIGKILL)
         log.close()
-        server.terminate()
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        _stop(server)
