@@ -448,12 +448,20 @@ def bench_scale(
             "default: one server process."
         ),
     ] = None,
+    server_prefect: Annotated[
+        Path | None,
+        typer.Option(
+            help="The `prefect` executable the server's processes run, from another virtual "
+            "environment with this Prefect release (e.g. on Python 3.13, where Prefect's "
+            "datetimes are the standard library's, not pendulum's); default: this one's."
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """A storm of distinct incidents through the gateway to process workers on a `prefect server
     start` on PostgreSQL: all resolved, no side effect twice, p95 time to mitigate vs one alone."""
     from runbook.bench.scale import main as bench_main
-    from runbook.bench.scale_cluster import redis_messaging_env
+    from runbook.bench.scale_cluster import redis_messaging_env, server_installation
 
     if incidents < 1 or workers < 1 or limit < 1 or not 0 < speed <= 10000:
         raise fail(
@@ -466,7 +474,14 @@ def bench_scale(
             raise fail(str(exc), 2) from None
         if importlib.util.find_spec("prefect_redis") is None:
             raise fail("--redis needs prefect-redis: pip install 'prefect-redis>=0.2.15,<0.3'", 2)
-    raise typer.Exit(bench_main(incidents, workers, speed, limit, as_json, fork, redis))
+    if server_prefect is not None:
+        try:
+            server_installation(server_prefect)
+        except ValueError as exc:
+            raise fail(str(exc), 2) from None
+    raise typer.Exit(
+        bench_main(incidents, workers, speed, limit, as_json, fork, redis, server_prefect)
+    )
 
 
 # --- drill ----------------------------------------------------------------------------------------

@@ -78,6 +78,7 @@ import asyncio
 import contextlib
 import json
 import os
+import platform
 import secrets
 import sys
 import time
@@ -94,6 +95,7 @@ from runbook.bench.machine import reading as machine_reading
 from runbook.bench.pg_cluster import ClusterUnavailable, private_cluster
 from runbook.bench.scale_cluster import (
     Setup,
+    server_installation,
     start_server,
     start_workers,
     stop_all,
@@ -104,6 +106,7 @@ from runbook.bench.scale_figures import (
     bench_policy_text,
     duplicate_action_keys,
     duplicate_side_effects,
+    incident_row,
     side_effects,
     ttm_figures,
     verdict,
@@ -249,6 +252,7 @@ def collect(setup: Setup, opened: Mapping[int, int], runs: Mapping[int, Any]) ->
     rows, effects, ttms, resolved = [], {}, {}, 0
     stages: dict[str, list[float]] = {"created": [], "running": []}
     unresolved: list[dict[str, Any]] = []
+    per_incident: list[dict[str, Any]] = []
     for k, inc_id in opened.items():
         inc = ledger.get_incident(inc_id)
         timings = incident_timings(inc, ledger.timeline(inc_id), ledger.deadlines(inc_id))
@@ -269,6 +273,7 @@ def collect(setup: Setup, opened: Mapping[int, int], runs: Mapping[int, Any]) ->
             stages["created"].append((run.created - inc.detected_at).total_seconds())
             if run.start_time is not None:
                 stages["running"].append((run.start_time - inc.detected_at).total_seconds())
+        per_incident.append(incident_row(k, inc_id, timings, run))
         rows += [(a.idempotency_key, a.status.value) for a in ledger.actions_for(inc_id)]
         effects[inc_id] = side_effects(r.to_dict() for r in list(setup.worlds[k].requests))
     states = Counter(
@@ -285,6 +290,7 @@ def collect(setup: Setup, opened: Mapping[int, int], runs: Mapping[int, Any]) ->
         "duplicate_side_effects": duplicate_side_effects(effects),
         "duplicate_action_keys": duplicate_action_keys(rows),
         "unresolved": unresolved[:10],
+        "per_incident": per_incident,
     }
 
 
@@ -314,10 +320,17 @@ def running(
     limit: int,
     forked: bool = True,
     redis_url: str | None = None,
+    server_prefect: Path | None = None,
 ) -> Iterator[Setup]:
     """Start everything; on the way out (errors and Ctrl-C too) stop it all and remove the private
     PostgreSQL cluster that held the ledger and the Prefect server's database."""
-    setup = Setup(folder=folder, speed=speed, forked=forked, redis_url=redis_url)
+    setup = Setup(
+        folder=folder,
+        speed=speed,
+        forked=forked,
+        redis_url=redis_url,
+        server_prefect=server_prefect,
+    )
     default = resources.files("runbook").joinpath("default_policy.toml").read_text("utf-8")
     setup.policy_path.write_text(bench_policy_text(tomllib.loads(default).get("actions", {})))
     with contextlib.ExitStack() as stack:
@@ -372,7 +385,8 @@ def _running(setup: Setup, workers: int, limit: int, admin_dsn: str) -> Iterator
 
 
 def run(incidents: int = 100, workers: int = 2, speed: float = 100.0, limit: int = DEFAULT_LIMIT,
-        forked: bool = True, redis_url: str | None = None) -> dict[str, Any]:  # fmt: skip
+        forked: bool = True, redis_url: str | None = None,
+        server_prefect: Path | None = None) -> dict[str, Any]:  # fmt: skip
     """Set everything up, run one incident alone, then the storm; tear everything down.
 
     Returns:
@@ -381,7 +395,7 @@ def run(incidents: int = 100, workers: int = 2, speed: float = 100.0, limit: int
     folder = bench_home() / f"scale-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:4]}"
     folder.mkdir()
     t0 = time.monotonic()
-    with running(folder, speed, workers, limit, forked, redis_url) as setup:
+    with running(folder, speed, workers, limit, forked, redis_url, server_prefect) as setup:
         ready_s = time.monotonic() - t0
         single_bodies = asyncio.run(add_worlds(setup, [0]))
         single_opened = asyncio.run(storm(setup, single_bodies))
@@ -397,6 +411,9 @@ def run(incidents: int = 100, workers: int = 2, speed: float = 100.0, limit: int
     single_ttm = next(iter(single["ttms"].values()), None)
     out.update(ttm_figures(list(out.pop("ttms").values()), single_ttm))
     stages = out.pop("stages")
+    (folder / "incidents.json").write_text(
+        json.dumps({"single": single["per_incident"], "storm": out.pop("per_incident")}, indent=1)
+    )
     out |= {
         "single_ttm_s": round(single_ttm, 3) if single_ttm is not None else None,
         "single_resolved": single["resolved"] == 1,
@@ -407,6 +424,11 @@ def run(incidents: int = 100, workers: int = 2, speed: float = 100.0, limit: int
         "server_db": "postgresql",
         # one process, or the API and the services apart with their messages through Redis
         "server_processes": "api + services, Redis messaging" if redis_url else "one",
+        "server_python": (
+            server_installation(server_prefect)["python"]
+            if server_prefect
+            else platform.python_version()
+        ),
         "workers": workers,
         "worker_command": "runbook worker (runs forked)" if forked else "prefect worker start",
         "limit_per_worker": limit,
@@ -428,7 +450,8 @@ def _p95(values: Sequence[float]) -> float | None:
 
 
 def main(incidents: int = 100, workers: int = 2, speed: float = 100.0, limit: int = DEFAULT_LIMIT,
-         json_out: bool = False, forked: bool = True, redis_url: str | None = None) -> int:  # fmt: skip
+         json_out: bool = False, forked: bool = True, redis_url: str | None = None,
+         server_prefect: Path | None = None) -> int:  # fmt: skip
     """Run the benchmark once and print its figures.
 
     Args:
@@ -447,7 +470,7 @@ def main(incidents: int = 100, workers: int = 2, speed: float = 100.0, limit: in
         the single incident's; 1 otherwise (the reasons are printed).
     """
     try:
-        out = run(incidents, workers, speed, limit, forked, redis_url)
+        out = run(incidents, workers, speed, limit, forked, redis_url, server_prefect)
     except RuntimeError as exc:  # a setup step failed; everything started is stopped by now
         print(f"bench scale: {exc}", file=sys.stderr)
         return 1

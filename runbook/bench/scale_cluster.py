@@ -59,6 +59,9 @@ class Setup:
     forked: bool = True  # `runbook worker` and forkrun runs; False: plain `prefect worker start`
     # the server as an API process and a services process over Redis messaging (None: one process)
     redis_url: str | None = None
+    # the `prefect` executable the server's processes run (None: this interpreter's); another
+    # installation, e.g. on Python 3.13, where Prefect's datetimes are the standard library's
+    server_prefect: Path | None = None
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     servers: list[Any] = field(default_factory=list)
     worlds: dict[int, Any] = field(default_factory=dict)
@@ -126,11 +129,17 @@ def _env(setup: Setup, **extra: str) -> dict[str, str]:
 
 
 def _spawn(
-    setup: Setup, args: list[str], log: str, env: dict[str, str], program: str = "prefect"
+    setup: Setup,
+    args: list[str],
+    log: str,
+    env: dict[str, str],
+    program: str = "prefect",
+    executable: Path | None = None,
 ) -> subprocess.Popen[bytes]:
+    exe = executable or Path(sys.executable).parent / program
     with (setup.folder / log).open("wb") as out:
-        proc = subprocess.Popen(  # noqa: S603 - our own interpreter's prefect/runbook, our arguments
-            [str(Path(sys.executable).parent / program), *args],
+        proc = subprocess.Popen(  # noqa: S603 - a prefect/runbook executable, our arguments
+            [str(exe), *args],
             env=env,
             cwd=setup.folder,
             stdout=out,
@@ -226,11 +235,14 @@ def start_server(setup: Setup, admin_dsn: str = ADMIN_DSN) -> None:
         **redis_env,
     )
     args = ["server", "start", "--host", "127.0.0.1", "--port", str(port)]
-    proc = _spawn(setup, args + (["--no-services"] if redis_env else []), "server.log", env)
+    exe = setup.server_prefect
+    proc = _spawn(
+        setup, args + (["--no-services"] if redis_env else []), "server.log", env, executable=exe
+    )
     api = f"http://127.0.0.1:{port}/api"
     _wait_healthy(setup, proc, api)
     if redis_env:  # the API has migrated the database: the services may start
-        _spawn(setup, ["server", "services", "start"], "services.log", env)
+        _spawn(setup, ["server", "services", "start"], "services.log", env, executable=exe)
 
 
 def _wait_healthy(setup: Setup, proc: subprocess.Popen[bytes], api: str) -> None:
@@ -311,3 +323,38 @@ async def _wait_workers(setup: Setup, pool: str, count: int) -> None:
                 return
             await asyncio.sleep(0.5)
     raise RuntimeError(f"{count} workers did not come online within 120 s ({setup.folder})")
+
+
+def server_installation(prefect_exe: Path) -> dict[str, str]:
+    """The Python and Prefect versions of another installation's ``prefect`` executable (for
+    ``--server-prefect``); its Prefect must be this one's release, as the server and its clients
+    are in production.
+
+    Raises:
+        ValueError: not an executable, no Python next to it that imports prefect, or another
+            Prefect release; the message says what to install.
+    """
+    import prefect
+
+    if not prefect_exe.is_file() or not os.access(prefect_exe, os.X_OK):
+        raise ValueError(f"--server-prefect {prefect_exe}: not an executable file")
+    python = prefect_exe.parent / "python"
+    probe = "import platform, prefect; print(platform.python_version(), prefect.__version__)"
+    try:
+        found = subprocess.run(  # noqa: S603 - the interpreter next to the given executable
+            [str(python), "-c", probe], capture_output=True, text=True, timeout=120, check=True
+        ).stdout.split()
+    except (OSError, subprocess.SubprocessError):
+        found = []
+    if len(found) != 2:
+        raise ValueError(
+            f"--server-prefect {prefect_exe}: {python} does not import prefect; give the `prefect` "
+            f"of a virtual environment with prefect=={prefect.__version__} (and prefect-redis for "
+            "--redis) installed"
+        )
+    if found[1] != prefect.__version__:
+        raise ValueError(
+            f"--server-prefect {prefect_exe} has Prefect {found[1]}; install "
+            f"prefect=={prefect.__version__} there (the server and its clients are one release)"
+        )
+    return {"python": found[0], "prefect": found[1]}

@@ -7,9 +7,11 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from runbook.bench.latency import percentile
+from runbook.timings import Timings
 
 TARGET_RATIO = 2.0
 SERVICE_PREFIX = "scale-"
@@ -126,3 +128,21 @@ def verdict(out: Mapping[str, Any]) -> list[str]:
             f"{out.get('single_ttm_s')} s (target <= {out.get('target_ratio', TARGET_RATIO)}x)"
         )
     return why
+
+
+def incident_row(k: int, incident_id: int, timings: Timings, run: Any) -> dict[str, Any]:
+    """One incident's path through the storm, in seconds from its detection: its flow run (Prefect's
+    ``FlowRun``, or None) created and Running, each phase's start and end, and its TTM; a row of
+    ``incidents.json`` in the bench's folder, for finding where a slow storm's time went."""
+
+    def since(at: datetime | None) -> float | None:
+        return None if at is None else round((at - timings.detected_at).total_seconds(), 2)
+
+    return {
+        "world": k,
+        "incident": incident_id,
+        "run_created_s": since(run.created) if run is not None else None,
+        "run_running_s": since(run.start_time) if run is not None else None,
+        "phases": {t.phase.value: [since(t.started_at), since(t.ended_at)] for t in timings.phases},
+        "ttm_s": timings.ttm_s,
+    }

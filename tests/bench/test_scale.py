@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import subprocess
 import sys
 import tomllib
@@ -28,6 +29,8 @@ from runbook.policy import load_policy
 from tests.conftest import PG_HOST, PG_PORT, PG_USER, _pg_connect, require_service
 
 ROOT = Path(__file__).resolve().parents[2]
+# a `prefect` given explicitly (this interpreter's: the path --server-prefect takes is what is tested)
+SERVER_PREFECT = Path(sys.executable).parent / "prefect"
 
 
 def _req(
@@ -231,8 +234,9 @@ def _redis_or_require() -> None:
 def test_small_storm_on_a_real_server_and_two_workers(tmp_path, split: bool) -> None:
     """`runbook bench scale --incidents 3 --workers 2 --json`: a real `prefect server start` on
     PostgreSQL, two process workers, the gateway; all 3 incidents resolve and no side effect
-    happens twice (the timing ratio is not asserted). With `--redis` the same holds with the
-    server as an API process and a services process talking through Redis (production's layout)."""
+    happens twice (the timing ratio is not asserted), and each incident's path is in incidents.json.
+    With `--redis` the same holds with the server as an API process and a services process talking
+    through Redis (production's layout), both run from the `prefect` given by `--server-prefect`."""
     try:
         with _pg_connect() as conn:
             conn.execute("SELECT 1")
@@ -243,7 +247,9 @@ def test_small_storm_on_a_real_server_and_two_workers(tmp_path, split: bool) -> 
     env = dict(os.environ, RUNBOOK_HOME=str(tmp_path))
     done = subprocess.run(
         [sys.executable, "-m", "runbook.cli", "bench", "scale", "--incidents", "3",
-         "--workers", "2", "--json", *(["--redis", "redis://127.0.0.1:6379/11"] if split else [])],
+         "--workers", "2", "--json",
+         *(["--redis", "redis://127.0.0.1:6379/11", "--server-prefect", str(SERVER_PREFECT)]
+           if split else [])],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=280,
     )  # fmt: skip
     assert done.stdout.strip(), done.stderr[-3000:]
@@ -258,3 +264,86 @@ def test_small_storm_on_a_real_server_and_two_workers(tmp_path, split: bool) -> 
     assert out["single_resolved"], out
     assert out["duplicate_side_effects"] == 0 and out["duplicate_action_keys"] == 0, out
     assert out["workers"] == 2
+    assert out["server_python"] == platform.python_version()
+    paths = json.loads((Path(out["folder"]) / "incidents.json").read_text())
+    assert len(paths["single"]) == 1 and len(paths["storm"]) == 3
+    for row in paths["storm"]:  # each mitigated after its run started, after its run was made
+        assert 0 <= row["run_created_s"] <= row["run_running_s"] <= row["ttm_s"], row
+        assert row["phases"]["detect"][0] >= row["run_running_s"], row
+
+
+def test_an_incident_row_gives_its_runs_and_phases_in_seconds_from_detection() -> None:
+    """incidents.json's row: the run's creation and start and each phase's window are seconds after
+    the incident's detection; an incident without a run or a phase without an end gives None."""
+    from datetime import UTC, datetime, timedelta
+    from types import SimpleNamespace
+
+    from runbook.bench.scale_figures import incident_row
+    from runbook.models import Phase
+    from runbook.timings import PhaseTiming, Timings
+
+    t0 = datetime(2026, 11, 28, 6, 0, tzinfo=UTC)
+    at = lambda s: t0 + timedelta(seconds=s)  # noqa: E731
+    timings = Timings(
+        detected_at=t0,
+        mitigated_at=at(150.5),
+        ttm_s=150.5,
+        phases=[
+            PhaseTiming(phase=Phase.DETECT, started_at=at(20), ended_at=at(31.254)),
+            PhaseTiming(phase=Phase.TRIAGE, started_at=at(33)),
+        ],
+    )
+    run = SimpleNamespace(created=at(0.5), start_time=at(14.25))
+    row = incident_row(7, 42, timings, run)
+    assert row == {
+        "world": 7,
+        "incident": 42,
+        "run_created_s": 0.5,
+        "run_running_s": 14.25,
+        "phases": {"detect": [20.0, 31.25], "triage": [33.0, None]},
+        "ttm_s": 150.5,
+    }
+    no_run = incident_row(7, 42, timings, None)
+    assert no_run["run_created_s"] is None and no_run["run_running_s"] is None
+    assert (
+        incident_row(7, 42, timings, SimpleNamespace(created=at(1), start_time=None))[
+            "run_running_s"
+        ]
+        is None
+    )
+
+
+def test_a_server_installation_must_be_an_executable_with_this_prefect(tmp_path) -> None:
+    """--server-prefect: a missing file, or an executable with no Python importing prefect next to
+    it, is refused saying what to install; this interpreter's own prefect is accepted with its
+    Python and Prefect versions."""
+    import platform
+
+    import prefect
+
+    from runbook.bench.scale_cluster import server_installation
+
+    with pytest.raises(ValueError, match="not an executable file"):
+        server_installation(tmp_path / "prefect")
+    fake = tmp_path / "bin" / "prefect"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o755)
+    with pytest.raises(ValueError, match=f"prefect=={prefect.__version__}"):
+        server_installation(fake)
+    ours = server_installation(Path(sys.executable).parent / "prefect")
+    assert ours == {"python": platform.python_version(), "prefect": prefect.__version__}
+
+
+def test_the_cli_refuses_a_server_prefect_that_is_not_one_before_starting_anything(
+    tmp_path,
+) -> None:
+    """`runbook bench scale --server-prefect /no/such` exits 2 naming the path; no bench folder."""
+    env = dict(os.environ, RUNBOOK_HOME=str(tmp_path))
+    done = subprocess.run(
+        [sys.executable, "-m", "runbook.cli", "bench", "scale", "--server-prefect", "/no/such"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "--server-prefect /no/such: not an executable file" in done.stderr
+    assert not (tmp_path / "bench").exists()
