@@ -68,8 +68,17 @@ start --no-services`` (the API and the event stream) and ``prefect server servic
 messages, cache, causal ordering and lease storage through Redis database N and the background tasks
 (docket) through N+1 (``scale_cluster.redis_messaging_env``); both databases are emptied first.
 
+**The server's installation.** ``--server-prefect PATH`` runs the server's processes from another
+installation's ``prefect`` of the same Prefect release (``make server-venv``: Python 3.13, where
+Prefect's datetimes are the standard library's; on 3.11 pendulum's arithmetic in asyncpg's timestamp
+encoder was 16 % of the services' CPU in a storm). The flows, workers and gateway stay on ours.
+
+**Where a storm's time went.** ``incidents.json`` in the bench's folder has, for the single incident
+and each of the storm's, its run created and Running, each phase's window and its TTM, in seconds
+from detection (``scale_figures.incident_row``).
+
 Usage: ``runbook bench scale [--incidents 100] [--workers 2] [--speed 100] [--limit 5] [--no-fork]
-[--redis URL] [--json]``
+[--redis URL] [--server-prefect PATH] [--json]``
 """
 
 from __future__ import annotations
@@ -329,7 +338,8 @@ def running(
         speed=speed,
         forked=forked,
         redis_url=redis_url,
-        server_prefect=server_prefect,
+        # absolute: the server's processes start in the bench's folder
+        server_prefect=server_prefect.absolute() if server_prefect else None,
     )
     default = resources.files("runbook").joinpath("default_policy.toml").read_text("utf-8")
     setup.policy_path.write_text(bench_policy_text(tomllib.loads(default).get("actions", {})))

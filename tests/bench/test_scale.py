@@ -29,7 +29,8 @@ from runbook.policy import load_policy
 from tests.conftest import PG_HOST, PG_PORT, PG_USER, _pg_connect, require_service
 
 ROOT = Path(__file__).resolve().parents[2]
-# a `prefect` given explicitly (this interpreter's: the path --server-prefect takes is what is tested)
+# a `prefect` given explicitly, relative to the bench's working directory (this interpreter's: the
+# path --server-prefect takes is what is tested)
 SERVER_PREFECT = Path(sys.executable).parent / "prefect"
 
 
@@ -248,7 +249,8 @@ def test_small_storm_on_a_real_server_and_two_workers(tmp_path, split: bool) -> 
     done = subprocess.run(
         [sys.executable, "-m", "runbook.cli", "bench", "scale", "--incidents", "3",
          "--workers", "2", "--json",
-         *(["--redis", "redis://127.0.0.1:6379/11", "--server-prefect", str(SERVER_PREFECT)]
+         *(["--redis", "redis://127.0.0.1:6379/11",
+            "--server-prefect", os.path.relpath(SERVER_PREFECT, ROOT)]
            if split else [])],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=280,
     )  # fmt: skip
