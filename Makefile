@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # instead of ~113 s on a fresh clone here, of the demo's 3-minute budget
 RUNTIME_STAMP := $(VENV)/.installed-runtime
 # the Prefect server's own installation for `make bench` (scale): Python 3.13, where Prefect's datetimes
-# are the standard library's instead of pendulum's (-12 % of the server's CPU in a storm, README)
+# are the standard library's instead of pendulum's (11-17 % less server CPU in a storm, README)
 # (the first python3.13 that runs: on PATH, or one pyenv installed)
 SERVER_PYTHON ?= $(shell for p in python3.13 $(wildcard $(HOME)/.pyenv/versions/3.13*/bin/python3.13); do \
 	$$p -c '' 2>/dev/null && { command -v $$p; break; }; done)
