@@ -210,15 +210,26 @@ def test_a_refused_redis_url_does_not_show_its_password() -> None:
     assert "redis://bot:***@cache.internal:6379/99" in str(refused.value)
 
 
-def test_the_cli_refuses_a_bad_redis_url_before_starting_anything(tmp_path) -> None:
-    """`runbook bench scale --redis http://...` exits 2 with the form to use; no bench folder."""
+@pytest.mark.parametrize(
+    ("option", "value", "says"),
+    [
+        ("--redis", "http://127.0.0.1/1", "--redis must look like redis://127.0.0.1:6379/13"),
+        ("--server-prefect", "/no/such", "--server-prefect /no/such: not an executable file"),
+    ],
+    ids=["bad-redis-url", "server-prefect-not-an-executable"],
+)
+def test_the_cli_refuses_a_bad_option_before_starting_anything(
+    tmp_path, option: str, value: str, says: str
+) -> None:
+    """`runbook bench scale --redis http://...` (the form to use) or `--server-prefect /no/such`
+    (naming the path) exits 2 with that message; no bench folder."""
     env = dict(os.environ, RUNBOOK_HOME=str(tmp_path))
     done = subprocess.run(
-        [sys.executable, "-m", "runbook.cli", "bench", "scale", "--redis", "http://127.0.0.1/1"],
+        [sys.executable, "-m", "runbook.cli", "bench", "scale", option, value],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert done.returncode == 2, done.stderr
-    assert "--redis must look like redis://127.0.0.1:6379/13" in done.stderr
+    assert says in done.stderr
     assert not (tmp_path / "bench").exists()
 
 
@@ -335,17 +346,3 @@ def test_a_server_installation_must_be_an_executable_with_this_prefect(tmp_path)
         server_installation(fake)
     ours = server_installation(Path(sys.executable).parent / "prefect")
     assert ours == {"python": platform.python_version(), "prefect": prefect.__version__}
-
-
-def test_the_cli_refuses_a_server_prefect_that_is_not_one_before_starting_anything(
-    tmp_path,
-) -> None:
-    """`runbook bench scale --server-prefect /no/such` exits 2 naming the path; no bench folder."""
-    env = dict(os.environ, RUNBOOK_HOME=str(tmp_path))
-    done = subprocess.run(
-        [sys.executable, "-m", "runbook.cli", "bench", "scale", "--server-prefect", "/no/such"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert done.returncode == 2, done.stderr
-    assert "--server-prefect /no/such: not an executable file" in done.stderr
-    assert not (tmp_path / "bench").exists()
