@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -128,6 +129,27 @@ def create_ledger_engine(url: URL) -> Engine:
     return engine
 
 
+def _use_wal(cursor: Any) -> None:
+    """Put the database file in WAL mode unless it already is, waiting out other connections.
+
+    Switching needs an exclusive lock, and SQLite answers "database is locked" there at once rather
+    than waiting out busy_timeout: several threads or processes opening a fresh file together would
+    otherwise fail at random. Once the file is in WAL mode (the first switch persists) nothing waits.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    delay = 0.005
+    while True:
+        try:
+            if str(cursor.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() + delay > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
+
+
 def _sqlite_engine(url: URL) -> Engine:
     memory = url.database in (None, "", ":memory:")
     engine = sa.create_engine(
@@ -145,7 +167,7 @@ def _sqlite_engine(url: URL) -> Engine:
         cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_S * 1000}")
         cursor.execute("PRAGMA foreign_keys = ON")
         if not memory:
-            cursor.execute("PRAGMA journal_mode = WAL")
+            _use_wal(cursor)
             cursor.execute("PRAGMA synchronous = NORMAL")  # durable enough in WAL mode, much faster
         cursor.close()
 

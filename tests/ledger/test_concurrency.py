@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import sqlite3
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -13,6 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from runbook.ledger import Ledger, open_ledger
+from runbook.ledger.engine import create_ledger_engine
 from runbook.ledger.schema import alerts, incidents
 from tests.conftest import drop_pg_database, make_pg_database
 from tests.ledger.conftest import pg_url
@@ -60,6 +62,33 @@ def test_four_threads_on_sqlite_open_exactly_one_incident_per_key(tmp_path: Path
     assert sum(opened) == 20
     with open_ledger(url) as ledger:
         assert totals(ledger) == (20, 800, 800)
+
+
+@pytest.mark.timeout(60)
+def test_a_connection_opened_while_another_writes_a_fresh_file_waits_then_uses_wal(
+    tmp_path: Path,
+) -> None:
+    """Opening the ledger while another connection writes a not-yet-WAL file waits, then is WAL.
+
+    SQLite refuses the switch to WAL at once ("database is locked", no busy wait) while another
+    connection holds the write lock: four threads opening one fresh file failed this way at random.
+    """
+    path = tmp_path / "ledger.db"
+    writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    writer.execute("CREATE TABLE held (x)")
+    writer.execute("BEGIN IMMEDIATE")
+    writer.execute("INSERT INTO held VALUES (1)")
+    release = threading.Timer(0.3, lambda: writer.execute("COMMIT"))
+    release.start()
+    try:
+        engine = create_ledger_engine(sa.make_url(f"sqlite:///{path}"))
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar_one() == "wal"
+            assert conn.exec_driver_sql("SELECT count(*) FROM held").scalar_one() == 1
+        engine.dispose()
+    finally:
+        release.join()
+        writer.close()
 
 
 def race(threads: int, work: Callable[[int], Any]) -> list[Any]:
