@@ -476,7 +476,7 @@ def bench_scale(
             raise fail("--redis needs prefect-redis: pip install 'prefect-redis>=0.2.15,<0.3'", 2)
     if server_prefect is not None:
         try:
-            server_installation(server_prefect)
+            server_installation(server_prefect, needs_redis=redis is not None)
         except ValueError as exc:
             raise fail(str(exc), 2) from None
     raise typer.Exit(

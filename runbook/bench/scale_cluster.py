@@ -325,28 +325,31 @@ async def _wait_workers(setup: Setup, pool: str, count: int) -> None:
     raise RuntimeError(f"{count} workers did not come online within 120 s ({setup.folder})")
 
 
-def server_installation(prefect_exe: Path) -> dict[str, str]:
+def server_installation(prefect_exe: Path, needs_redis: bool = False) -> dict[str, str]:
     """The Python and Prefect versions of another installation's ``prefect`` executable (for
     ``--server-prefect``); its Prefect must be this one's release, as the server and its clients
-    are in production.
+    are in production, and with ``needs_redis`` (``--redis``) it must have prefect-redis.
 
     Raises:
-        ValueError: not an executable, no Python next to it that imports prefect, or another
-            Prefect release; the message says what to install.
+        ValueError: not an executable, no Python next to it that imports prefect, another
+            Prefect release, or no prefect-redis when needed; the message says what to install.
     """
     import prefect
 
     if not prefect_exe.is_file() or not os.access(prefect_exe, os.X_OK):
         raise ValueError(f"--server-prefect {prefect_exe}: not an executable file")
     python = prefect_exe.parent / "python"
-    probe = "import platform, prefect; print(platform.python_version(), prefect.__version__)"
+    probe = (
+        "import importlib.util, platform, prefect; print(platform.python_version(), "
+        "prefect.__version__, int(importlib.util.find_spec('prefect_redis') is not None))"
+    )
     try:
         found = subprocess.run(  # noqa: S603 - the interpreter next to the given executable
             [str(python), "-c", probe], capture_output=True, text=True, timeout=120, check=True
         ).stdout.split()
     except (OSError, subprocess.SubprocessError):
         found = []
-    if len(found) != 2:
+    if len(found) != 3:
         raise ValueError(
             f"--server-prefect {prefect_exe}: {python} does not import prefect; give the `prefect` "
             f"of a virtual environment with prefect=={prefect.__version__} (and prefect-redis for "
@@ -356,5 +359,10 @@ def server_installation(prefect_exe: Path) -> dict[str, str]:
         raise ValueError(
             f"--server-prefect {prefect_exe} has Prefect {found[1]}; install "
             f"prefect=={prefect.__version__} there (the server and its clients are one release)"
+        )
+    if needs_redis and found[2] != "1":
+        raise ValueError(
+            f"--server-prefect {prefect_exe}: --redis needs prefect-redis in that installation; "
+            f"install it there: {python} -m pip install 'prefect-redis>=0.2.15,<0.3'"
         )
     return {"python": found[0], "prefect": found[1]}

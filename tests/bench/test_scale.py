@@ -346,3 +346,28 @@ def test_a_server_installation_must_be_an_executable_with_this_prefect(tmp_path)
         server_installation(fake)
     ours = server_installation(Path(sys.executable).parent / "prefect")
     assert ours == {"python": platform.python_version(), "prefect": prefect.__version__}
+
+
+def test_a_server_installation_without_prefect_redis_is_refused_for_redis(tmp_path) -> None:
+    """--server-prefect with --redis: an installation of this Prefect release but without
+    prefect-redis is refused, saying the pip command that installs it there; without --redis the
+    same installation is accepted."""
+    import prefect
+
+    from runbook.bench.scale_cluster import server_installation
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, body in (
+        ("prefect", "#!/bin/sh\n"),
+        # the probe's answer of a Python 3.13 with this Prefect and no prefect_redis
+        ("python", f"#!/bin/sh\necho 3.13.0 {prefect.__version__} 0\n"),
+    ):
+        (bin_dir / name).write_text(body)
+        (bin_dir / name).chmod(0o755)
+    assert server_installation(bin_dir / "prefect") == {
+        "python": "3.13.0",
+        "prefect": prefect.__version__,
+    }
+    with pytest.raises(ValueError, match=r"needs prefect-redis .* -m pip install 'prefect-redis"):
+        server_installation(bin_dir / "prefect", needs_redis=True)
