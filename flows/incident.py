@@ -8,6 +8,7 @@ an incident whose worker died), and a breach escalates while the phase keeps run
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
 from typing import Any
@@ -32,6 +33,7 @@ from runbook.errors import InvalidTransition
 from runbook.ledger import Ledger
 from runbook.ledger.records import Deadline
 from runbook.models import Incident, IncidentStatus, Phase, Severity, check_transition
+from runbook.priority import after_mitigation_nice, nice_after_mitigation
 from runbook.sla import breach_reason, check_overrun, escalate, on_severity_change
 
 
@@ -150,6 +152,25 @@ async def run_phase(
     return report
 
 
+async def _yield_cpu_after_mitigation(rt: Runtime, incident_id: int) -> None:
+    """Mitigated, and alone in a process started for this run: lower the process's priority so
+    that incidents still being mitigated get the machine first (``runbook.priority``)."""
+    inc = await rt.incident(incident_id)
+    run_id = flow_run.id
+    increment = nice_after_mitigation(
+        after_mitigation_nice(), inc.mitigated_at is not None, str(run_id) if run_id else None
+    )
+    if increment:
+        niceness = os.nice(increment)
+        await rt.note(
+            incident_id,
+            "priority_lowered",
+            f"mitigated: the rest of the runbook runs at niceness {niceness}, after incidents "
+            "still being mitigated on this machine",
+            data={"nice": niceness},
+        )
+
+
 async def _severity_check(
     rt: Runtime, before: Severity, incident_id: int, options: Options
 ) -> None:
@@ -190,6 +211,7 @@ async def incident_response(
     options = options or Options()
     if incident_id is None and declaration is None:
         raise ValueError("give either incident_id (an incident in the ledger) or a declaration")
+    after_mitigation_nice()  # a bad RUNBOOK_AFTER_MITIGATION_NICE fails here, before anything is done
     rt = await build_runtime(options)
     # each phase's run is created while the step before it works (flows.phase_runs); detect's,
     # as soon as the incident is known to be open; whatever way the flow ends, a run made ahead and
@@ -264,6 +286,7 @@ async def _respond(
         await _severity_check(rt, severity, incident_id, options)
         await _move(rt, incident_id, IncidentStatus.MITIGATING, "mitigation started")
         reports.append(await phase(Phase.MITIGATE, mitigate, then=communicate))
+        await _yield_cpu_after_mitigation(rt, incident_id)
         reports.append(await phase(Phase.COMMUNICATE, communicate, then=rca))
         reports.append(await phase(Phase.RCA, rca))
 

@@ -264,7 +264,9 @@ def collect(setup: Setup, opened: Mapping[int, int], runs: Mapping[int, Any]) ->
     per_incident: list[dict[str, Any]] = []
     for k, inc_id in opened.items():
         inc = ledger.get_incident(inc_id)
-        timings = incident_timings(inc, ledger.timeline(inc_id), ledger.deadlines(inc_id))
+        timeline = ledger.timeline(inc_id)
+        timings = incident_timings(inc, timeline, ledger.deadlines(inc_id))
+        nice = next((e.data.get("nice") for e in timeline if e.kind == "priority_lowered"), None)
         resolved += inc.resolved_at is not None
         if inc.resolved_at is None:
             last = [f"{e.kind}: {e.message[:160]}" for e in ledger.timeline(inc_id)[-4:]]
@@ -282,7 +284,7 @@ def collect(setup: Setup, opened: Mapping[int, int], runs: Mapping[int, Any]) ->
             stages["created"].append((run.created - inc.detected_at).total_seconds())
             if run.start_time is not None:
                 stages["running"].append((run.start_time - inc.detected_at).total_seconds())
-        per_incident.append(incident_row(k, inc_id, timings, run))
+        per_incident.append(incident_row(k, inc_id, timings, run, nice))
         rows += [(a.idempotency_key, a.status.value) for a in ledger.actions_for(inc_id)]
         effects[inc_id] = side_effects(r.to_dict() for r in list(setup.worlds[k].requests))
     states = Counter(

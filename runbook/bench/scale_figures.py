@@ -130,10 +130,14 @@ def verdict(out: Mapping[str, Any]) -> list[str]:
     return why
 
 
-def incident_row(k: int, incident_id: int, timings: Timings, run: Any) -> dict[str, Any]:
+def incident_row(
+    k: int, incident_id: int, timings: Timings, run: Any, nice: int | None = None
+) -> dict[str, Any]:
     """One incident's path through the storm, in seconds from its detection: its flow run (Prefect's
     ``FlowRun``, or None) created and Running, each phase's start and end, and its TTM; a row of
-    ``incidents.json`` in the bench's folder, for finding where a slow storm's time went."""
+    ``incidents.json`` in the bench's folder, for finding where a slow storm's time went. ``nice``:
+    the niceness its run's process took after mitigation (``runbook.priority``), None if it kept
+    its priority."""
 
     def since(at: datetime | None) -> float | None:
         return None if at is None else round((at - timings.detected_at).total_seconds(), 2)
@@ -145,4 +149,5 @@ def incident_row(k: int, incident_id: int, timings: Timings, run: Any) -> dict[s
         "run_running_s": since(run.start_time) if run is not None else None,
         "phases": {t.phase.value: [since(t.started_at), since(t.ended_at)] for t in timings.phases},
         "ttm_s": timings.ttm_s,
+        "nice_after_mitigation": nice,
     }

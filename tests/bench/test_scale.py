@@ -283,6 +283,8 @@ def test_small_storm_on_a_real_server_and_two_workers(tmp_path, split: bool) -> 
     for row in paths["storm"]:  # each mitigated after its run started, after its run was made
         assert 0 <= row["run_created_s"] <= row["run_running_s"] <= row["ttm_s"], row
         assert row["phases"]["detect"][0] >= row["run_running_s"], row
+        # each run, alone in a process a worker started for it, yielded the CPU once mitigated
+        assert row["nice_after_mitigation"] == 10, row
 
 
 def test_an_incident_row_gives_its_runs_and_phases_in_seconds_from_detection() -> None:
@@ -315,7 +317,9 @@ def test_an_incident_row_gives_its_runs_and_phases_in_seconds_from_detection() -
         "run_running_s": 14.25,
         "phases": {"detect": [20.0, 31.25], "triage": [33.0, None]},
         "ttm_s": 150.5,
+        "nice_after_mitigation": None,
     }
+    assert incident_row(7, 42, timings, run, 10)["nice_after_mitigation"] == 10
     no_run = incident_row(7, 42, timings, None)
     assert no_run["run_created_s"] is None and no_run["run_running_s"] is None
     assert (

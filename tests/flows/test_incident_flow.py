@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from datetime import timedelta
 
 import pytest
@@ -73,6 +74,7 @@ def test_bad_deploy_is_detected_diagnosed_rolled_back_and_resolved(
     bad = sb_vercel.current_production(world)
     assert bad is not None and bad.uid != good.uid
     incident_id = open_incident(options, severity=Severity.P1)  # P1: paged, status page opened
+    niceness = os.getpriority(os.PRIO_PROCESS, 0)
 
     summary = asyncio.run(incident_response(incident_id=incident_id, options=options))
 
@@ -100,6 +102,8 @@ def test_bad_deploy_is_detected_diagnosed_rolled_back_and_resolved(
     assert actions["create_ticket"].status is ActionStatus.APPLIED
     kinds = [e.kind for e in ledger.timeline(incident_id)]
     assert "diagnosis" in kinds and "assessment" in kinds
+    # run inside this (test) process, not one started for it: its priority is left alone
+    assert "priority_lowered" not in kinds and os.getpriority(os.PRIO_PROCESS, 0) == niceness
     assert summary["rca_path"] and open(summary["rca_path"]).read().startswith("## Incident:")
     assert len(sb_pagerduty.alerts(world)) == 1
     # the customer-facing incident was opened once and is resolved

@@ -1,0 +1,58 @@
+"""Mitigation first: once its incident is mitigated, a run's process yields the CPU to the others.
+
+In an alert storm every incident's run shares the workers' cores. After an incident is mitigated
+its run still has the communicate and rca phases to do (status updates, the RCA and its chart),
+while other incidents are still waiting for their mitigation, the figure the runbook's SLAs are
+about. So the incident flow, when it runs alone in a process started for it (a worker's or
+``runbook serve``'s run), raises that process's niceness by ``RUNBOOK_AFTER_MITIGATION_NICE``
+(default 10) once mitigation is verified: on a busy machine the kernel then gives the remaining
+phases the CPU that runs still mitigating leave; on an idle one nothing changes. A run inside
+another process (``runbook drill``, a test) never touches the niceness of the process it shares.
+0 turns this off.
+
+Pure decisions here; ``flows.incident`` applies them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from runbook.errors import ConfigError
+
+ENV_NICE = "RUNBOOK_AFTER_MITIGATION_NICE"
+DEFAULT_NICE = 10
+MAX_NICE = 19  # the highest niceness Linux knows
+#: set by Prefect's workers and runners in the environment of a process started for one flow run
+ENV_FLOW_RUN_ID = "PREFECT__FLOW_RUN_ID"
+
+
+def after_mitigation_nice(env: Mapping[str, str] | None = None) -> int:
+    """How much a run's process lowers its priority after mitigation (0: not at all).
+
+    Raises:
+        ConfigError: the variable is not a whole number from 0 to 19.
+    """
+    env = os.environ if env is None else env
+    raw = env.get(ENV_NICE, "").strip()
+    if not raw:
+        return DEFAULT_NICE
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= MAX_NICE:
+        raise ConfigError(
+            f"{ENV_NICE} must be a whole number from 0 (off) to {MAX_NICE}, not {raw!r}"
+        )
+    return value
+
+
+def nice_after_mitigation(
+    increment: int, mitigated: bool, run_id: str | None, env: Mapping[str, str] | None = None
+) -> int:
+    """The niceness increment to apply now: ``increment`` when the incident was mitigated and this
+    process was started for run ``run_id`` alone (its environment names that run), else 0."""
+    env = os.environ if env is None else env
+    own_process = run_id is not None and env.get(ENV_FLOW_RUN_ID) == run_id
+    return increment if increment > 0 and mitigated and own_process else 0
