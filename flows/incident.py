@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from enum import StrEnum
 from typing import Any
 
-from prefect import Flow, flow
+from prefect import Flow, flow, get_run_logger
 from prefect.client.orchestration import get_client
 from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
@@ -33,7 +33,7 @@ from runbook.errors import InvalidTransition
 from runbook.ledger import Ledger
 from runbook.ledger.records import Deadline
 from runbook.models import Incident, IncidentStatus, Phase, Severity, check_transition
-from runbook.priority import after_mitigation_nice, nice_after_mitigation
+from runbook.priority import configured_nice, nice_after_mitigation
 from runbook.sla import breach_reason, check_overrun, escalate, on_severity_change
 
 
@@ -157,8 +157,11 @@ async def _yield_cpu_after_mitigation(rt: Runtime, incident_id: int) -> None:
     that incidents still being mitigated get the machine first (``runbook.priority``)."""
     inc = await rt.incident(incident_id)
     run_id = flow_run.id
+    configured, wrong = configured_nice()
+    if wrong:
+        get_run_logger().warning(wrong)
     increment = nice_after_mitigation(
-        after_mitigation_nice(), inc.mitigated_at is not None, str(run_id) if run_id else None
+        configured, inc.mitigated_at is not None, str(run_id) if run_id else None
     )
     if increment:
         niceness = os.nice(increment)
@@ -211,7 +214,6 @@ async def incident_response(
     options = options or Options()
     if incident_id is None and declaration is None:
         raise ValueError("give either incident_id (an incident in the ledger) or a declaration")
-    after_mitigation_nice()  # a bad RUNBOOK_AFTER_MITIGATION_NICE fails here, before anything is done
     rt = await build_runtime(options)
     # each phase's run is created while the step before it works (flows.phase_runs); detect's,
     # as soon as the incident is known to be open; whatever way the flow ends, a run made ahead and

@@ -235,6 +235,16 @@ def _heartbeats() -> None:
     )
 
 
+def _check_run_settings() -> None:
+    """Settings the runs read from this process's environment: refused before anything starts."""
+    from runbook.priority import after_mitigation_nice
+
+    try:
+        after_mitigation_nice()
+    except ConfigError as exc:
+        raise fail(str(exc), 2) from None
+
+
 @app.command()
 def serve(
     limit: Annotated[int | None, typer.Option(help="At most this many runs at once.")] = None,
@@ -247,6 +257,7 @@ def serve(
 
     if poll <= 0:
         raise fail(f"--poll must be a positive number of seconds, not {poll}", 2)
+    _check_run_settings()
     _heartbeats()
     try:
         serve_main(limit=limit, poll_seconds=poll)
@@ -277,6 +288,7 @@ def worker(
 
     if limit is not None and limit < 1:
         raise fail(f"--limit must be at least 1, not {limit}", 2)
+    _check_run_settings()
     _heartbeats()
     try:
         code = worker_main(pool, limit, list(ctx.args))

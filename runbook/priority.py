@@ -5,10 +5,12 @@ its run still has the communicate and rca phases to do (status updates, the RCA 
 while other incidents are still waiting for their mitigation, the figure the runbook's SLAs are
 about. So the incident flow, when it runs alone in a process started for it (a worker's or
 ``runbook serve``'s run), raises that process's niceness by ``RUNBOOK_AFTER_MITIGATION_NICE``
-(default 10) once mitigation is verified: on a busy machine the kernel then gives the remaining
+(default 10) once its incident is mitigated: on a busy machine the kernel then gives the remaining
 phases the CPU that runs still mitigating leave; on an idle one nothing changes. A run inside
 another process (``runbook drill``, a test) never touches the niceness of the process it shares.
-0 turns this off.
+0 turns this off. ``runbook worker`` and ``runbook serve`` refuse to start with a value outside
+0-19; a run that meets one anyway keeps its priority and says why in its log (an incident's
+response never fails over a tuning knob).
 
 Pure decisions here; ``flows.incident`` applies them.
 """
@@ -46,6 +48,16 @@ def after_mitigation_nice(env: Mapping[str, str] | None = None) -> int:
             f"{ENV_NICE} must be a whole number from 0 (off) to {MAX_NICE}, not {raw!r}"
         )
     return value
+
+
+def configured_nice(env: Mapping[str, str] | None = None) -> tuple[int, str | None]:
+    """For a run already under way: the increment, or 0 and why when the variable is wrong (the
+    incident's response goes on at full priority; ``runbook worker`` and ``runbook serve`` refuse
+    to start with such a value, so only a process started otherwise meets it here)."""
+    try:
+        return after_mitigation_nice(env), None
+    except ConfigError as exc:
+        return 0, f"{exc}; this run keeps its priority"
 
 
 def nice_after_mitigation(

@@ -227,3 +227,32 @@ def test_serve_and_worker_set_heartbeats_before_starting_runs(
     bad = runner.invoke(app, [command])
     assert bad.exit_code == 2 and recovery.HEARTBEAT_ENV in bad.output
     assert len(seen) == 2  # not started
+
+
+@pytest.mark.parametrize("command", ["serve", "worker"])
+def test_serve_and_worker_refuse_a_bad_after_mitigation_niceness(
+    command: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A RUNBOOK_AFTER_MITIGATION_NICE outside 0-19 makes `runbook serve` / `runbook worker` exit 2
+    naming the variable and the range, before the crash automation or any run is started."""
+    import flows.recovery as recovery
+    import flows.serve
+    import flows.worker
+    from runbook.priority import ENV_NICE
+
+    started: list[str] = []
+
+    async def ensure(frequency_s: int) -> str:
+        started.append("automation")
+        return "created"
+
+    monkeypatch.setattr(recovery, "ensure_zombie_automation", ensure)
+    monkeypatch.setattr(flows.serve, "main", lambda *a, **k: started.append("serve") or 0)
+    monkeypatch.setattr(flows.worker, "main", lambda *a, **k: started.append("worker") or 0)
+    monkeypatch.setenv(ENV_NICE, "25")
+    result = runner.invoke(app, [command])
+    assert result.exit_code == 2
+    assert ENV_NICE in result.output and "0 (off) to 19" in result.output
+    assert started == []
+    monkeypatch.setenv(ENV_NICE, "5")  # a good value starts it
+    assert runner.invoke(app, [command]).exit_code == 0 and started[-1] == command

@@ -10,6 +10,7 @@ from runbook.priority import (
     ENV_FLOW_RUN_ID,
     ENV_NICE,
     after_mitigation_nice,
+    configured_nice,
     nice_after_mitigation,
 )
 
@@ -42,3 +43,13 @@ def test_only_a_mitigated_incident_in_a_process_started_for_its_run_lowers_it() 
     assert nice_after_mitigation(10, True, "run-1", {}) == 0  # no run's process: a CLI, a test
     assert nice_after_mitigation(10, True, None, own) == 0  # not inside a flow run
     assert nice_after_mitigation(0, True, "run-1", own) == 0  # turned off
+
+
+def test_a_run_meeting_a_bad_niceness_keeps_its_priority_and_says_why() -> None:
+    """Inside a run (the flow): a wrong value is not an error that stops the response; it gives 0
+    (no renice) and a message naming the variable; a good value comes back without a message."""
+    assert configured_nice({ENV_NICE: "7"}) == (7, None)
+    assert configured_nice({}) == (10, None)
+    increment, why = configured_nice({ENV_NICE: "loud"})
+    assert increment == 0 and why is not None
+    assert ENV_NICE in why and "keeps its priority" in why
