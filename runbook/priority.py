@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
+from runbook.envvars import whole_number
 from runbook.errors import ConfigError
 
 ENV_NICE = "RUNBOOK_AFTER_MITIGATION_NICE"
@@ -35,19 +36,9 @@ def after_mitigation_nice(env: Mapping[str, str] | None = None) -> int:
     Raises:
         ConfigError: the variable is not a whole number from 0 to 19.
     """
-    env = os.environ if env is None else env
-    raw = env.get(ENV_NICE, "").strip()
-    if not raw:
-        return DEFAULT_NICE
-    try:
-        value = int(raw)
-    except ValueError:
-        value = -1
-    if not 0 <= value <= MAX_NICE:
-        raise ConfigError(
-            f"{ENV_NICE} must be a whole number from 0 (off) to {MAX_NICE}, not {raw!r}"
-        )
-    return value
+    return whole_number(
+        os.environ if env is None else env, ENV_NICE, DEFAULT_NICE, 0, MAX_NICE, least_is_off=True
+    )
 
 
 def configured_nice(env: Mapping[str, str] | None = None) -> tuple[int, str | None]:

@@ -269,12 +269,11 @@ def collect(setup: Setup, opened: Mapping[int, int], runs: Mapping[int, Any]) ->
         nice = next((e.data.get("nice") for e in timeline if e.kind == "priority_lowered"), None)
         resolved += inc.resolved_at is not None
         if inc.resolved_at is None:
-            last = [f"{e.kind}: {e.message[:160]}" for e in ledger.timeline(inc_id)[-4:]]
+            last = [f"{e.kind}: {e.message[:160]}" for e in timeline[-4:]]
             unresolved.append({"incident": inc_id, "status": inc.status.value, "last": last})
             (setup.folder / f"unresolved-INC-{inc_id}.txt").write_text(
                 "\n".join(
-                    f"{e.at.isoformat()} {e.phase or ''} {e.kind}: {e.message}"
-                    for e in ledger.timeline(inc_id)
+                    f"{e.at.isoformat()} {e.phase or ''} {e.kind}: {e.message}" for e in timeline
                 )
             )
         if timings.ttm_s is not None:

@@ -31,7 +31,8 @@ from sqlalchemy import event, exc
 from sqlalchemy.engine import URL, Engine
 from sqlalchemy.pool import StaticPool
 
-from runbook.errors import ConfigError, LedgerPermanentError, LedgerUnavailableError
+from runbook.envvars import whole_number
+from runbook.errors import LedgerPermanentError, LedgerUnavailableError
 from runbook.ledger.url import ENV_URL, is_sqlite, location
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -56,23 +57,10 @@ def pool_limits(env: Mapping[str, str] | None = None) -> tuple[int, int]:
         ConfigError: a variable is not a whole number (pool size at least 1, overflow at least 0).
     """
     env = os.environ if env is None else env
-    out = []
-    for name, default, least in (
-        (ENV_POOL_SIZE, DEFAULT_POOL_SIZE, 1),
-        (ENV_MAX_OVERFLOW, DEFAULT_MAX_OVERFLOW, 0),
-    ):
-        raw = env.get(name, "").strip()
-        if not raw:
-            out.append(default)
-            continue
-        try:
-            value = int(raw)
-        except ValueError:
-            value = least - 1
-        if value < least:
-            raise ConfigError(f"{name} must be a whole number of at least {least}, not {raw!r}")
-        out.append(value)
-    return out[0], out[1]
+    return (
+        whole_number(env, ENV_POOL_SIZE, DEFAULT_POOL_SIZE, 1),
+        whole_number(env, ENV_MAX_OVERFLOW, DEFAULT_MAX_OVERFLOW, 0),
+    )
 
 
 # any fixed 64-bit number: every process migrating this ledger takes the same lock
