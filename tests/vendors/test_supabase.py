@@ -256,7 +256,9 @@ async def test_health_reflects_auth_degradation(transport, world: World) -> None
 async def test_auth_config_patch_clears_rate_limit(
     transport, world: World, clock: ManualClock
 ) -> None:
-    """Auth 429s show in the data plane and logs until a PATCH raises a rate limit, then stop."""
+    """Auth 429s show in the data plane and logs until a PATCH raises a rate limit, then stop. The
+    logs show the rate limit as 429s and the requests let through, never as other errors (a triage
+    weighing 429s against other auth errors would otherwise misread the fault)."""
     supabase.degrade_auth(world, "rate_limit")
     clock.advance(120)
     async with mgmt(transport) as c, raw(transport) as r:
@@ -268,10 +270,8 @@ async def test_auth_config_patch_clears_rate_limit(
         )
         after = await r.post("/supabase-data/auth/v1/token")
     assert limited.status_code == 429 and limited.json()["error_code"] == "over_request_rate_limit"
-    assert {row["status"] for row in rows} <= {429, 403} and any(
-        row["status"] == 429 for row in rows
-    )
-    assert any("invalid JWT" in row["msg"] for row in rows)
+    statuses = [row["status"] for row in rows]
+    assert set(statuses) <= {429, 200} and statuses.count(429) > statuses.count(200)
     assert new["rate_limit_token_refresh"] == 600 and not supabase.auth_is_degraded(world)
     assert after.status_code == 200
     assert world.requests_for("supabase", "/config/auth$")[-1].method == "PATCH"
