@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from typing import Any, TypeVar
 
 from prefect.logging import get_run_logger
@@ -17,6 +17,13 @@ from tasks.context import ActionContext
 from tasks.slack import post_slack_message
 
 T = TypeVar("T")
+
+
+#: how long the step on a phase's longest chain runs alone before the phase's other steps start.
+#: Started together, every step's Prefect task start (~3 ms of CPU each) ran before the lead's first
+#: request left the process, and the whole chain waited for them: ~20 ms of triage's 0.12 s over
+#: its calls (``runbook bench overhead``). The others have the lead's wait to spare.
+LEAD_START_S = 0.01
 
 
 async def attempt(
@@ -92,3 +99,29 @@ def describe_result(label: str, result: dict[str, Any] | None) -> str:
     if result.get("already_done"):
         return f"{label}: already done earlier (not repeated)"
     return f"{label}: {result.get('status', 'done')}"
+
+
+async def attempt_all(
+    rt: Runtime,
+    report: PhaseReport,
+    steps: Mapping[str, Awaitable[Any]],
+    *,
+    lead: str | None = None,
+    suffix: str = "",
+    escalate_on_4xx: bool = True,
+) -> dict[str, Any]:
+    """Run ``steps`` at once, each through ``attempt`` (labelled by its name and ``suffix``), and
+    return their results by name (None for a step that failed). ``lead``, the step on the phase's
+    longest chain (a metrics window: a scrape, a wait, a scrape), starts ``LEAD_START_S`` ahead of
+    the others so that its first call is out before their starts take the event loop."""
+    runs = {
+        name: attempt(rt, report, name + suffix, step, escalate_on_4xx=escalate_on_4xx)
+        for name, step in steps.items()
+    }
+    ahead: dict[str, asyncio.Future[Any]] = {}
+    if lead is not None and lead in runs and len(runs) > 1:
+        ahead[lead] = asyncio.ensure_future(runs.pop(lead))
+        await asyncio.sleep(LEAD_START_S)
+    done = dict(zip(runs, await asyncio.gather(*runs.values()), strict=True))
+    done |= {name: await future for name, future in ahead.items()}
+    return {name: done[name] for name in steps}

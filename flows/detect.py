@@ -7,7 +7,7 @@ from typing import Any
 
 from prefect import flow
 
-from flows.common import attempt, ctx_for, describe_result, note_skips, skip
+from flows.common import attempt, attempt_all, ctx_for, describe_result, note_skips, skip
 from flows.report import PhaseReport, publish
 from flows.runtime import Options, Runtime, build_runtime
 from runbook.models import Incident, Phase
@@ -48,17 +48,8 @@ async def confirm(
         steps["services"] = check_supabase_services(supa)
     else:
         skip(rt, report, "supabase", "Supabase health checks")
-    results = dict(
-        zip(
-            steps,
-            await asyncio.gather(
-                *(
-                    attempt(rt, report, f"{k} check", s, escalate_on_4xx=False)
-                    for k, s in steps.items()
-                )
-            ),
-            strict=True,
-        )
+    results = await attempt_all(
+        rt, report, steps, lead="metrics", suffix=" check", escalate_on_4xx=False
     )
     health = HealthFindings(
         app_ok=(results.get("app") or {}).get("ok"),

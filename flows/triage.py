@@ -8,7 +8,7 @@ from typing import Any
 
 from prefect import flow
 
-from flows.common import attempt, note_skips, skip
+from flows.common import attempt_all, note_skips, skip
 from flows.report import PhaseReport, publish
 from flows.runtime import Options, Runtime, build_runtime
 from runbook.clock import utcnow
@@ -81,10 +81,8 @@ async def gather_evidence(rt: Runtime, inc: Incident, report: PhaseReport) -> di
         steps["errors"] = summarize_errors(sys.get("supabase"), window_min)
     else:
         skip(rt, report, "supabase", "edge-function and auth logs")
-    results = await asyncio.gather(
-        *(attempt(rt, report, k, s, escalate_on_4xx=False) for k, s in steps.items())
-    )
-    return {k: v for k, v in zip(steps, results, strict=True) if v is not None}
+    results = await attempt_all(rt, report, steps, lead="metrics", escalate_on_4xx=False)
+    return {k: v for k, v in results.items() if v is not None}
 
 
 def _timeouts(logs: dict[str, Any], probes: dict[str, dict[str, Any]]) -> dict[str, int]:
