@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Mapping
 from typing import Any, TypeVar
 
@@ -118,10 +119,31 @@ async def attempt_all(
         name: attempt(rt, report, name + suffix, step, escalate_on_4xx=escalate_on_4xx)
         for name, step in steps.items()
     }
-    ahead: dict[str, asyncio.Future[Any]] = {}
-    if lead is not None and lead in runs and len(runs) > 1:
-        ahead[lead] = asyncio.ensure_future(runs.pop(lead))
-        await asyncio.sleep(LEAD_START_S)
-    done = dict(zip(runs, await asyncio.gather(*runs.values()), strict=True))
-    done |= {name: await future for name, future in ahead.items()}
+    if lead is None or lead not in runs:
+        return dict(zip(runs, await asyncio.gather(*runs.values()), strict=True))
+    first = runs.pop(lead)
+    lead_result, rest = await lead_first(first, *runs.values())
+    done = dict(zip(runs, rest, strict=True)) | {lead: lead_result}
     return {name: done[name] for name in steps}
+
+
+async def lead_first(lead: Awaitable[T], *others: Awaitable[Any]) -> tuple[T, list[Any]]:
+    """Await ``lead`` and ``others`` concurrently, ``lead`` started ``LEAD_START_S`` ahead (see
+    there); return the lead's result and the others' in their order. With no others, no wait.
+
+    As with ``asyncio.gather``, a step that raises does not stop the others: the lead is awaited
+    to its end before the error is raised (never left running alone, nor cut off mid-call); only a
+    cancellation of the caller cancels it."""
+    ahead = asyncio.ensure_future(lead)
+    try:
+        if others:
+            await asyncio.sleep(LEAD_START_S)
+        rest = await asyncio.gather(*others)
+    except asyncio.CancelledError:
+        ahead.cancel()
+        raise
+    except Exception:
+        with contextlib.suppress(Exception):
+            await ahead
+        raise
+    return await ahead, rest

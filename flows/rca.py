@@ -13,7 +13,7 @@ from prefect.artifacts import acreate_markdown_artifact
 from prefect.exceptions import MissingContextError
 from prefect.logging import get_run_logger
 
-from flows.common import attempt, ctx_for, skip
+from flows.common import attempt, ctx_for, lead_first, skip
 from flows.report import PhaseReport, publish
 from flows.runtime import Options, Runtime, build_runtime
 from runbook.chart import MetricSeries, metric_series, trigger_metric, write_chart
@@ -172,28 +172,26 @@ async def rca(incident_id: int, options: Options | None = None) -> PhaseReport:
     report.done.append(f"RCA written to {path}")
     report.data.update(rca_path=str(path), chart_path=str(chart))
 
-    async def share() -> None:
-        # three independent steps: the timeline entry, the ticket comment, the document artifact
-        await asyncio.gather(
-            rt.note(
-                incident_id,
-                "rca",
-                f"RCA document written to {path}",
-                phase=Phase.RCA,
-                data={"rca_path": str(path), "chart_path": str(chart), "events": len(timeline)},
-            ),
-            link_ticket(rt, inc, path, report, actions),
-            acreate_markdown_artifact(
-                markdown=text.replace(f"![{CHART_ALT}]({chart.name})", f"Chart: `{chart}`"),
-                key=f"inc-{incident_id}-rca-document",
-                description=f"INC-{incident_id} RCA",
-            ),
-        )
-
-    # the chart is CPU work (0.1-0.3 s), not a call: it is drawn in a child process, on the other
-    # core, while the document is being shared (in a thread it took the interpreter from the event
-    # loop: 0.6 s, and the ticket comment answered late)
-    await asyncio.gather(draw_chart(chart, timings, series, f"{inc.key}: {inc.title}"), share())
+    # the ticket comment is the call on this phase's path: it leaves first (``lead_first``); the
+    # chart, CPU work (0.1-0.3 s), is drawn in a child process on the other core meanwhile (in a
+    # thread it took the interpreter from the event loop: 0.6 s, and the comment answered late),
+    # beside the timeline entry and the document's artifact
+    await lead_first(
+        link_ticket(rt, inc, path, report, actions),
+        draw_chart(chart, timings, series, f"{inc.key}: {inc.title}"),
+        rt.note(
+            incident_id,
+            "rca",
+            f"RCA document written to {path}",
+            phase=Phase.RCA,
+            data={"rca_path": str(path), "chart_path": str(chart), "events": len(timeline)},
+        ),
+        acreate_markdown_artifact(
+            markdown=text.replace(f"![{CHART_ALT}]({chart.name})", f"Chart: `{chart}`"),
+            key=f"inc-{incident_id}-rca-document",
+            description=f"INC-{incident_id} RCA",
+        ),
+    )
     report.done.append(f"chart drawn at {chart}")
     report.ended_at = rt.now()
     await publish(report)

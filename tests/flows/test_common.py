@@ -3,10 +3,13 @@ failed step is recorded without stopping the others (``flows.common.attempt_all`
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
-from flows.common import attempt_all
+import pytest
+
+from flows.common import attempt_all, lead_first
 from flows.report import PhaseReport
 from runbook.errors import SupabaseTransientError
 from runbook.models import Phase
@@ -92,7 +95,53 @@ async def test_without_a_lead_or_with_one_step_all_run_at_once() -> None:
 
 
 async def _yield_a_few_times() -> None:
-    import asyncio
-
     for _ in range(3):
         await asyncio.sleep(0)
+
+
+async def test_lead_first_finishes_the_lead_before_raising_another_steps_error() -> None:
+    """Another step's error is raised only once the lead has ended: its call is never cut off
+    midway nor left running after the caller has moved on."""
+    ended: list[str] = []
+
+    async def lead() -> str:
+        await asyncio.sleep(0.05)
+        ended.append("lead")
+        return "commented"
+
+    async def broken() -> None:
+        raise RuntimeError("ledger unavailable")
+
+    with pytest.raises(RuntimeError, match="ledger unavailable"):
+        await lead_first(lead(), broken())
+    assert ended == ["lead"]
+
+
+async def test_lead_first_returns_the_lead_and_the_others_in_order() -> None:
+    """The lead's result first, then the others' in the order given."""
+
+    async def value(v: int, delay: float) -> int:
+        await asyncio.sleep(delay)
+        return v
+
+    assert await lead_first(value(1, 0.02), value(2, 0.03), value(3, 0.0)) == (1, [2, 3])
+    assert await lead_first(value(4, 0.0)) == (4, [])
+
+
+async def test_cancelling_the_caller_cancels_the_lead() -> None:
+    """A cancelled phase does not leave its lead step running on its own."""
+    lead_cancelled = asyncio.Event()
+
+    async def lead() -> None:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            lead_cancelled.set()
+            raise
+
+    caller = asyncio.ensure_future(lead_first(lead(), asyncio.sleep(10)))
+    await asyncio.sleep(0.05)
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    await asyncio.wait_for(lead_cancelled.wait(), timeout=5)
