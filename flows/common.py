@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 from collections.abc import Awaitable, Mapping
 from typing import Any, TypeVar
 
@@ -137,7 +138,13 @@ async def lead_first(lead: Awaitable[T], *others: Awaitable[Any]) -> tuple[T, li
     ahead = asyncio.ensure_future(lead)
     try:
         if others:
-            await asyncio.sleep(LEAD_START_S)
+            try:
+                await asyncio.sleep(LEAD_START_S)
+            except asyncio.CancelledError:
+                for step in others:  # cancelled before they started: they never will
+                    if inspect.iscoroutine(step):
+                        step.close()
+                raise
         rest = await asyncio.gather(*others)
     except asyncio.CancelledError:
         ahead.cancel()

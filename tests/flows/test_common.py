@@ -4,6 +4,7 @@ failed step is recorded without stopping the others (``flows.common.attempt_all`
 from __future__ import annotations
 
 import asyncio
+import inspect
 from datetime import UTC, datetime
 from typing import Any
 
@@ -145,3 +146,22 @@ async def test_cancelling_the_caller_cancels_the_lead() -> None:
     with pytest.raises(asyncio.CancelledError):
         await caller
     await asyncio.wait_for(lead_cancelled.wait(), timeout=5)
+
+
+async def test_cancelled_before_the_others_start_leaves_no_step_half_begun() -> None:
+    """Cancelled during the lead's head start: the lead is cancelled and the other steps, which never
+    started, are closed (so no "coroutine was never awaited" warning), none of them begun."""
+    started: list[str] = []
+
+    async def step(name: str) -> None:
+        started.append(name)
+        await asyncio.sleep(10)
+
+    other = step("other")
+    caller = asyncio.ensure_future(lead_first(step("lead"), other))
+    await asyncio.sleep(0)  # the caller starts the lead and waits out its head start
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    assert started == ["lead"]
+    assert inspect.getcoroutinestate(other) == inspect.CORO_CLOSED
