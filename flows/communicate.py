@@ -8,7 +8,7 @@ from typing import Any
 
 from prefect import flow
 
-from flows.common import attempt, ctx_for, describe_result, note_skips, skip
+from flows.common import attempt_all, ctx_for, describe_result, note_skips, skip
 from flows.report import PhaseReport, publish
 from flows.runtime import Options, Runtime, build_runtime
 from runbook.models import ActionStatus, Incident, IncidentStatus, Phase
@@ -86,8 +86,7 @@ async def closing_steps(
             steps["close ticket"] = close_ticket(
                 ctx, sys.tickets, ticket["key"], f"Resolved. {summary}"
             )
-    results = await asyncio.gather(*(attempt(rt, report, k, s) for k, s in steps.items()))
-    return dict(zip(steps, results, strict=True))
+    return await attempt_all(rt, report, steps)
 
 
 @flow(name="communicate", flow_run_name="INC-{incident_id} communicate")

@@ -7,7 +7,7 @@ from typing import Any
 
 from prefect import flow
 
-from flows.common import attempt, attempt_all, ctx_for, describe_result, note_skips, skip
+from flows.common import attempt_all, ctx_for, describe_result, note_skips, skip
 from flows.report import PhaseReport, publish
 from flows.runtime import Options, Runtime, build_runtime
 from runbook.models import Incident, Phase
@@ -180,8 +180,7 @@ async def notify_and_page(rt: Runtime, inc: Incident, report: PhaseReport) -> No
             )
         else:
             skip(rt, report, "statuspage", "status page incident")
-    results = await asyncio.gather(*(attempt(rt, report, k, s) for k, s in steps.items()))
-    for name, result in zip(steps, results, strict=True):
+    for name, result in (await attempt_all(rt, report, steps)).items():
         report.done.append(describe_result(name, result))
         report.data[name] = result
     ticket = report.data.get("ticket")
