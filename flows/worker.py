@@ -78,8 +78,10 @@ def restart_allowed(restarts: list[float], now: float) -> bool:
 
 
 def worker_command(pool: str, limit: int | None, extra: Sequence[str]) -> list[str]:
-    prefect = str(Path(sys.executable).parent / "prefect")
-    command = [prefect, "worker", "start", "--pool", pool, "--type", "process"]
+    """``prefect worker start`` on ``pool``, run as ``python -m flows.prefect_cli`` (Prefect's CLI
+    with its API clients sharing one TLS context: ``flows/prefect_cli.py``)."""
+    command = [sys.executable, "-m", "flows.prefect_cli", "worker", "start", "--pool", pool]
+    command += ["--type", "process"]
     if limit is not None:
         command += ["--limit", str(limit)]
     return command + list(extra)

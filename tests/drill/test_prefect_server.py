@@ -16,6 +16,8 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from runbook.drill.prefect_api import prefect_api as drill_prefect_api
 from runbook.prefect_server import (
+    PERSISTER_BATCH_SIZE,
+    READ_BATCH_SIZE,
     RECORDER_BATCH_SIZE,
     RECORDER_FLUSH_INTERVAL_S,
     SERVER_DEFAULTS,
@@ -28,8 +30,9 @@ FLUSH = "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL"
 
 def test_a_value_the_environment_sets_is_kept() -> None:
     """The defaults never override what the operator set; unset ones are filled in."""
-    assert server_env({BATCH: "7"}) == {FLUSH: SERVER_DEFAULTS[FLUSH]}
+    assert server_env({BATCH: "7"}) == {k: v for k, v in SERVER_DEFAULTS.items() if k != BATCH}
     assert server_env({}) == SERVER_DEFAULTS
+    assert FLUSH in server_env({BATCH: "7"})
 
 
 # run in a process of its own: Prefect's events worker is one per process, and one left by an
@@ -78,7 +81,9 @@ def test_the_drill_server_is_its_own_batches_task_runs_and_a_stopped_server_kept
 ) -> None:
     """With Prefect's test harness running in this process (the ``prefect_api`` fixture), the
     drill's private server is another server, not the harness's, and stopping it leaves the harness
-    answering. It runs with the batching settings (its own /admin/settings says so), and the task
+    answering. It runs with the batching settings (its own /admin/settings says so: task runs
+    written in batches, and the event persister, task-run recorder and triggers reading their
+    messages in batches), and the task
     runs of a flow that ended just before it stopped are all recorded (read back from the same
     database by a second server)."""
     harness = prefect_api
@@ -89,6 +94,11 @@ def test_the_drill_server_is_its_own_batches_task_runs_and_a_stopped_server_kept
             recorder = settings["server"]["services"]["task_run_recorder"]
             assert recorder["batch_size"] == RECORDER_BATCH_SIZE
             assert recorder["flush_interval"] == RECORDER_FLUSH_INTERVAL_S
+            services = settings["server"]["services"]
+            assert recorder["read_batch_size"] == READ_BATCH_SIZE > 1
+            assert services["event_persister"]["read_batch_size"] == READ_BATCH_SIZE
+            assert services["event_persister"]["batch_size"] == PERSISTER_BATCH_SIZE > 20
+            assert services["triggers"]["read_batch_size"] == READ_BATCH_SIZE
             flow_run_id = _run_three_tasks(url)
         with drill_prefect_api(tmp_path):
             assert asyncio.run(_task_runs(flow_run_id)) == ["Completed"] * 3

@@ -176,7 +176,9 @@ def test_the_worker_finds_the_server_and_this_interpreter() -> None:
     assert env["PATH"].split(os.pathsep) == [str(Path(sys.executable).parent), "/usr/bin"]
     assert FORKRUN_COMMAND == "python -m runbook.forkrun"
     cmd = worker_command("runbook", 4, ["--name", "w1"])
-    assert cmd[1:] == ["worker", "start", "--pool", "runbook", "--type", "process",
+    # Prefect's CLI in this interpreter, with the shared TLS context (flows/prefect_cli.py)
+    assert cmd[:3] == [sys.executable, "-m", "flows.prefect_cli"]
+    assert cmd[3:] == ["worker", "start", "--pool", "runbook", "--type", "process",
                        "--limit", "4", "--name", "w1"]  # fmt: skip
 
 
