@@ -91,10 +91,10 @@ def test_the_drill_server_is_its_own_batches_task_runs_and_a_stopped_server_kept
         with drill_prefect_api(tmp_path) as url:
             assert url != harness
             settings = httpx.get(f"{url}/admin/settings", timeout=30).json()
-            recorder = settings["server"]["services"]["task_run_recorder"]
+            services = settings["server"]["services"]
+            recorder = services["task_run_recorder"]
             assert recorder["batch_size"] == RECORDER_BATCH_SIZE
             assert recorder["flush_interval"] == RECORDER_FLUSH_INTERVAL_S
-            services = settings["server"]["services"]
             assert recorder["read_batch_size"] == READ_BATCH_SIZE > 1
             assert services["event_persister"]["read_batch_size"] == READ_BATCH_SIZE
             assert services["event_persister"]["batch_size"] == PERSISTER_BATCH_SIZE > 20
