@@ -11,7 +11,7 @@ The production path, end to end, on one machine:
 3. ``runbook serve --poll P`` in a subprocess (RUNBOOK_LEDGER_URL and RUNBOOK_HOME point at the
    bench's own SQLite ledger);
 4. the alert gateway in this process (uvicorn in a thread) over that ledger, launching runs with
-   ``PrefectLauncher`` (``run_deployment(..., timeout=0)``), exactly as ``runbook gateway`` does.
+   ``PrefectLauncher`` (a run of the deployment, not waited for), exactly as ``runbook gateway`` does.
 
 Then, one after another, N alerts with distinct keys (so N incidents) are POSTed to
 ``/hooks/generic``. For each, the time from just before the POST to the ``start_time`` of the first

@@ -13,8 +13,8 @@ The layout is the production one, on one machine, everything fresh and private t
    every run process keeps its own ledger pool and the server a pool of 20 + 40, which a storm with
    a run per incident at once would not find on a shared server's 100 slots;
 4. the alert gateway in this process (uvicorn in a thread) with a bearer token, and its outbox
-   dispatcher launching runs exactly as ``PrefectLauncher`` does (``arun_deployment(...,
-   timeout=0, idempotency_key="incident-<id>", as_subflow=False)``), plus the run's ``options``.
+   dispatcher launching runs exactly as ``PrefectLauncher`` does (a run of the deployment with
+   the idempotency key ``incident-<id>``, its id looked up once), plus the run's ``options``.
 
 **One world per incident.** A hundred DISTINCT incidents must each be mitigated and resolved, and
 one sandbox world with one bad deploy cannot give that: the first rollback heals it and every later
@@ -89,7 +89,9 @@ import json
 import os
 import platform
 import secrets
+import signal
 import sys
+import threading
 import time
 import tomllib
 import uuid
@@ -483,6 +485,30 @@ def _p95(values: Sequence[float]) -> float | None:
     return round(percentile(values, 95), 3) if values else None
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM reached the bench: unwound like Ctrl-C, so everything it started is stopped."""
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a CI timeout, ``kill``) raises ``Terminated`` where the bench is, as Ctrl-C would
+    raise ``KeyboardInterrupt``: the server, the services, the workers and the private PostgreSQL
+    cluster all run in sessions of their own, and the default SIGTERM (exit at once, no cleanup)
+    left them all running, the services still reading the Redis database the next bench uses."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise Terminated
+
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signals reach the main thread only; whoever runs us there decides
+        return
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(incidents: int = 100, workers: int = 2, speed: float = 100.0, limit: int = DEFAULT_LIMIT,
          json_out: bool = False, forked: bool = True, redis_url: str | None = None,
          server_prefect: Path | None = None) -> int:  # fmt: skip
@@ -504,10 +530,14 @@ def main(incidents: int = 100, workers: int = 2, speed: float = 100.0, limit: in
         the single incident's; 1 otherwise (the reasons are printed).
     """
     try:
-        out = run(incidents, workers, speed, limit, forked, redis_url, server_prefect)
+        with _terminate_as_interrupt():
+            out = run(incidents, workers, speed, limit, forked, redis_url, server_prefect)
     except RuntimeError as exc:  # a setup step failed; everything started is stopped by now
         print(f"bench scale: {exc}", file=sys.stderr)
         return 1
+    except Terminated:
+        print("bench scale: terminated; everything it started is stopped", file=sys.stderr)
+        return 128 + signal.SIGTERM
     why = verdict(out)
     out["ok"] = not why
     out["why"] = why

@@ -1,9 +1,9 @@
 """The outbox dispatcher: launch each opened incident's flow run, retrying while Prefect is away.
 
 The ledger writes a ``launch_incident`` outbox row in the same transaction that opens an incident;
-this drains them. A launch is ``run_deployment("incident-response/runbook", timeout=0,
-idempotency_key="incident-<id>")``, so a launch retried after a crash (or by two dispatchers) makes
-one flow run. Failures back off exponentially (capped) and stay in the outbox: nothing is lost while
+this drains them. A launch creates a run of the ``incident-response/runbook`` deployment with
+the idempotency key ``incident-<id>``, so a launch retried after a crash (or by two dispatchers)
+makes one flow run. Failures back off exponentially (capped) and stay in the outbox: nothing is lost while
 Prefect is down, and the sender already got its 202.
 """
 
@@ -14,11 +14,15 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+from uuid import UUID
 
 from runbook.errors import LedgerError
 from runbook.ledger import LAUNCH_INCIDENT, Ledger, OutboxItem
 from runbook.recovery import launch_key
+
+if TYPE_CHECKING:
+    from prefect.client.orchestration import PrefectClient
 
 INCIDENT_DEPLOYMENT = "incident-response/runbook"
 log = logging.getLogger("runbook.gateway")
@@ -30,6 +34,12 @@ Launcher = Callable[[int], Awaitable[None]]
 class PrefectLauncher:
     """Launch the incident flow through Prefect's API.
 
+    A launch is one request: the deployment's id is looked up by name once per API and kept (a
+    deployment keeps its id when it is deployed again, which updates it by name), and the run is
+    created from it. ``arun_deployment`` would read the deployment again for every run, and in a
+    storm every request waits in a busy API's queue. A deployment deleted and made again has a new
+    id: the create answers 404, the name is looked up again and the create tried once more.
+
     Args:
         api_url: the Prefect API (default: the active profile's ``PREFECT_API_URL``).
         deployment: ``<flow>/<deployment>`` to launch.
@@ -38,6 +48,7 @@ class PrefectLauncher:
     def __init__(self, api_url: str | None = None, deployment: str = INCIDENT_DEPLOYMENT) -> None:
         self.api_url = api_url
         self.deployment = deployment
+        self._deployment_ids: dict[str, UUID] = {}  # API URL -> the deployment's id there
 
     async def parameters(self, incident_id: int) -> dict[str, Any]:
         """The flow run's parameters: the incident id (the deployment's defaults do the rest)."""
@@ -46,25 +57,48 @@ class PrefectLauncher:
     async def __call__(self, incident_id: int, attempt: int = 0) -> None:
         """Create the flow run for ``incident_id`` (one per incident and attempt, by its idempotency
         key: ``runbook.recovery.launch_key``; attempt 0 is the gateway's launch, later ones the
-        watcher's relaunches of a run that crashed).
+        watcher's relaunches of a run that crashed), scheduled to start now.
 
         Raises:
             Exception: whatever Prefect's client raises (unreachable API, missing deployment ...).
         """
         from prefect.client.orchestration import PrefectClient, get_client
-        from prefect.deployments.flow_runs import arun_deployment
 
         parameters = await self.parameters(incident_id)
+        key = launch_key(incident_id, attempt)
         client = PrefectClient(self.api_url) if self.api_url else get_client()
         async with client:
-            await arun_deployment(
-                self.deployment,
-                client=client,
-                parameters=parameters,
-                timeout=0,
-                idempotency_key=launch_key(incident_id, attempt),
-                as_subflow=False,
+            api = str(client.api_url)
+            known = self._deployment_ids.get(api)
+            if known is not None and await self._create(client, known, parameters, key):
+                return
+            self._deployment_ids.pop(api, None)  # unknown, or made again since: a new id
+            deployment = await client.read_deployment_by_name(self.deployment)  # 404: raises
+            self._deployment_ids[api] = deployment.id
+            if not await self._create(client, deployment.id, parameters, key):
+                raise LaunchError(f"deployment {self.deployment} was deleted while launching")
+
+    @staticmethod
+    async def _create(
+        client: PrefectClient, deployment_id: UUID, parameters: dict[str, Any], key: str
+    ) -> bool:
+        """Create the run; False when no deployment has that id (any other failure raises)."""
+        from prefect.exceptions import PrefectHTTPStatusError
+        from prefect.states import Scheduled
+
+        try:
+            await client.create_flow_run_from_deployment(
+                deployment_id, parameters=parameters, state=Scheduled(), idempotency_key=key
             )
+        except PrefectHTTPStatusError as error:
+            if error.response.status_code == 404:
+                return False
+            raise
+        return True
+
+
+class LaunchError(RuntimeError):
+    """The launch did not happen (the dispatcher tries it again later)."""
 
 
 prefect_launch = PrefectLauncher()

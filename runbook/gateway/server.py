@@ -140,7 +140,7 @@ def run(
         log.info("ledger: %s", ledger.describe())
         log.info(
             "incident launches: %s",
-            f"run_deployment({INCIDENT_DEPLOYMENT!r})" if prefect else "off (--no-prefect)",
+            f"runs of the {INCIDENT_DEPLOYMENT} deployment" if prefect else "off (--no-prefect)",
         )
         log.info("listening on %s://%s:%s", "https" if tls else "http", host, port)
         if workers == 1:

@@ -375,3 +375,60 @@ def test_a_server_installation_without_prefect_redis_is_refused_for_redis(tmp_pa
     }
     with pytest.raises(ValueError, match=r"needs prefect-redis .* -m pip install 'prefect-redis"):
         server_installation(bin_dir / "prefect", needs_redis=True)
+
+
+def _processes_in(folder: Path) -> list[str]:
+    """The processes whose working directory is ``folder`` (the bench starts its server, services
+    and workers there): their pid and command line."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if Path(os.readlink(f"/proc/{pid}/cwd")) == folder:
+                found.append(
+                    f"{pid} {Path(f'/proc/{pid}/cmdline').read_text().replace(chr(0), ' ')}"
+                )
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+    return found
+
+
+def test_sigterm_stops_everything_the_bench_started(tmp_path) -> None:
+    """SIGTERM to `runbook bench scale` once its server and workers run: it exits 143 saying so,
+    and nothing it started is left: no process in its folder, its private PostgreSQL cluster
+    removed. (The default SIGTERM left the server, the services, the workers and the cluster
+    running, each in its own session.)"""
+    import signal
+    import time
+
+    try:
+        with _pg_connect() as conn:
+            conn.execute("SELECT 1")
+    except Exception as exc:  # noqa: BLE001 - any failure means "not available"
+        require_service("PostgreSQL", f"{PG_HOST}:{PG_PORT} as {PG_USER}: {exc}")
+    clusters_before = set(Path("/tmp").glob("runbook-pg-*"))
+    env = dict(os.environ, RUNBOOK_HOME=str(tmp_path))
+    bench = subprocess.Popen(
+        [sys.executable, "-m", "runbook.cli", "bench", "scale", "--incidents", "3", "--json"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 180
+        folder = None
+        while time.monotonic() < deadline and bench.poll() is None:
+            logs = list((tmp_path / "bench").glob("scale-*/worker-1.log"))
+            if logs:
+                folder = logs[0].parent
+                if _processes_in(folder) and (folder / "worker-1.log").stat().st_size:
+                    break
+            time.sleep(0.5)
+        assert folder is not None and bench.poll() is None, "the bench did not get its workers up"
+        assert _processes_in(folder)  # what SIGTERM must stop
+        bench.send_signal(signal.SIGTERM)
+        _, stderr = bench.communicate(timeout=120)
+    finally:
+        if bench.poll() is None:
+            bench.kill()
+    assert bench.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+    assert "terminated; everything it started is stopped" in stderr
+    assert _processes_in(folder) == []
+    assert set(Path("/tmp").glob("runbook-pg-*")) <= clusters_before

@@ -164,3 +164,75 @@ async def test_stop_ends_the_loop_even_when_its_wait_ends_as_it_is_cancelled(
     dispatcher.wake()  # the wait ends in the same turn of the loop as the cancellation
     done, _ = await asyncio.wait({asyncio.ensure_future(dispatcher.stop())}, timeout=10)
     assert done, "stop() did not return: the dispatch loop went on polling"
+
+
+async def _deploy(api_url: str, name: str) -> str:
+    """Create (or update) deployment ``name`` (``flow/deployment``); its id."""
+    from prefect.client.orchestration import PrefectClient
+
+    flow_name, deployment = name.split("/")
+    async with PrefectClient(api_url) as client:
+        flow_id = await client.create_flow_from_name(flow_name)
+        return str(await client.create_deployment(flow_id=flow_id, name=deployment))
+
+
+async def _runs_of(api_url: str, deployment_id: str) -> list[object]:
+    from prefect.client.orchestration import PrefectClient
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+    async with PrefectClient(api_url) as client:
+        return await client.read_flow_runs(
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id]))
+        )
+
+
+async def test_the_launcher_looks_the_deployment_up_once_and_again_when_it_was_made_anew(
+    prefect_api: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A launch is one request once the deployment's id is known: three launches look its name up
+    once, and each makes its run, scheduled, with the incident as parameter. Deleted and made
+    again, the deployment has a new id: the next launch looks it up again and its run lands on the
+    new deployment."""
+    from prefect.client.orchestration import PrefectClient
+
+    name = "incident-response/launcher-lookups"
+    first = await _deploy(prefect_api, name)
+    lookups: list[str] = []
+    read_by_name = PrefectClient.read_deployment_by_name
+
+    async def counted(self: PrefectClient, name: str, *args: object, **kwargs: object) -> object:
+        lookups.append(name)
+        return await read_by_name(self, name, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(PrefectClient, "read_deployment_by_name", counted)
+    launcher = PrefectLauncher(api_url=prefect_api, deployment=name)
+    for incident_id in (9101, 9102, 9103):
+        await launcher(incident_id)
+    assert lookups == [name]
+    runs = await _runs_of(prefect_api, first)
+    assert sorted(r.parameters["incident_id"] for r in runs) == [9101, 9102, 9103]  # type: ignore[attr-defined]
+    assert {r.state.type.value for r in runs} == {"SCHEDULED"}  # type: ignore[attr-defined]
+
+    async with PrefectClient(prefect_api) as client:
+        await client.delete_deployment(first)  # type: ignore[arg-type]
+    second = await _deploy(prefect_api, name)
+    assert second != first
+    await launcher(9104)
+    assert lookups == [name, name]
+    assert [r.parameters for r in await _runs_of(prefect_api, second)] == [  # type: ignore[attr-defined]
+        {"incident_id": 9104}
+    ]
+
+
+async def test_launching_a_deployment_that_does_not_exist_fails_and_creates_nothing(
+    prefect_api: str,
+) -> None:
+    """No deployment by that name: the launch raises (the dispatcher retries it later) instead of
+    creating anything or looking forever."""
+    from prefect.exceptions import ObjectNotFound
+
+    launcher = PrefectLauncher(api_url=prefect_api, deployment="incident-response/never-made")
+    with pytest.raises(ObjectNotFound):
+        await launcher(9201)
+    with pytest.raises(ObjectNotFound):
+        await launcher(9201)
