@@ -3,8 +3,8 @@
 The ledger writes a ``launch_incident`` outbox row in the same transaction that opens an incident;
 this drains them. A launch creates a run of the ``incident-response/runbook`` deployment with
 the idempotency key ``incident-<id>``, so a launch retried after a crash (or by two dispatchers)
-makes one flow run. Failures back off exponentially (capped) and stay in the outbox: nothing is lost while
-Prefect is down, and the sender already got its 202.
+makes one flow run. Failures back off exponentially (capped) and stay in the outbox: nothing is
+lost while Prefect is down, and the sender already got its 202.
 """
 
 from __future__ import annotations

@@ -98,13 +98,14 @@ def _closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def _create_deployment(api_url: str) -> None:
+async def _create_deployment(api_url: str, name: str = INCIDENT_DEPLOYMENT) -> str:
+    """Create (or update) deployment ``name`` (``flow/deployment``); its id."""
     from prefect.client.orchestration import PrefectClient
 
-    flow_name, name = INCIDENT_DEPLOYMENT.split("/")
+    flow_name, deployment = name.split("/")
     async with PrefectClient(api_url) as client:
         flow_id = await client.create_flow_from_name(flow_name)
-        await client.create_deployment(flow_id=flow_id, name=name)
+        return str(await client.create_deployment(flow_id=flow_id, name=deployment))
 
 
 async def test_prefect_down_answers_202_and_launches_when_back(
@@ -166,16 +167,6 @@ async def test_stop_ends_the_loop_even_when_its_wait_ends_as_it_is_cancelled(
     assert done, "stop() did not return: the dispatch loop went on polling"
 
 
-async def _deploy(api_url: str, name: str) -> str:
-    """Create (or update) deployment ``name`` (``flow/deployment``); its id."""
-    from prefect.client.orchestration import PrefectClient
-
-    flow_name, deployment = name.split("/")
-    async with PrefectClient(api_url) as client:
-        flow_id = await client.create_flow_from_name(flow_name)
-        return str(await client.create_deployment(flow_id=flow_id, name=deployment))
-
-
 async def _runs_of(api_url: str, deployment_id: str) -> list[object]:
     from prefect.client.orchestration import PrefectClient
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
@@ -196,7 +187,7 @@ async def test_the_launcher_looks_the_deployment_up_once_and_again_when_it_was_m
     from prefect.client.orchestration import PrefectClient
 
     name = "incident-response/launcher-lookups"
-    first = await _deploy(prefect_api, name)
+    first = await _create_deployment(prefect_api, name)
     lookups: list[str] = []
     read_by_name = PrefectClient.read_deployment_by_name
 
@@ -215,7 +206,7 @@ async def test_the_launcher_looks_the_deployment_up_once_and_again_when_it_was_m
 
     async with PrefectClient(prefect_api) as client:
         await client.delete_deployment(first)  # type: ignore[arg-type]
-    second = await _deploy(prefect_api, name)
+    second = await _create_deployment(prefect_api, name)
     assert second != first
     await launcher(9104)
     assert lookups == [name, name]
