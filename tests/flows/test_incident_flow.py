@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 from datetime import timedelta
 
 import pytest
@@ -563,8 +564,12 @@ def test_high_error_rate_without_a_deploy_escalates_with_the_error_summary(
     world, options, flow_env
 ) -> None:
     """Errors rising with no recent deploy are not rolled back: the incident is handed to a person
-    with the errors grouped by type."""
-    apply_scenario(world, "high-error-rate")
+    with the errors grouped by type.
+
+    One error type, so the summary's content does not hang on the luck of a thin sample: a 30-second
+    window of the sandbox's logs holds one or two errors, and with the default 70/30 mix a lone
+    TypeError came up about one run in nine (it failed CI once)."""
+    apply_scenario(world, "high-error-rate", error_types={"UpstreamTimeout": 1})
     incident_id = open_incident(options, severity=Severity.P1)
     summary = asyncio.run(incident_response(incident_id=incident_id, options=options))
     ledger = get_ledger(options.ledger_url)
@@ -576,7 +581,7 @@ def test_high_error_rate_without_a_deploy_escalates_with_the_error_summary(
         for e in ledger.timeline(incident_id)
         if e.kind == "escalation" and "without a recent deploy" in e.message
     ]
-    assert handed and "UpstreamTimeout" in handed[0].message, timeline
+    assert handed and re.search(r"errors: UpstreamTimeout x\d+$", handed[0].message), timeline
     assert summary["resolved"] is False
 
 
