@@ -6,6 +6,10 @@ clients for every flow run it starts (the run's executor context, its cancellati
 each built a TLS context from the whole CA bundle, even for a plain ``http://`` API: 37 ms of CPU
 each on the README's machine, for every run of a storm. Importing ``flows`` installs the sharing
 (and nothing else: the flows themselves are not imported).
+
+Each run's executor context also opened its own cancellation subscription to the API's event
+stream; ``flows/cancel_watch.py`` makes them share one per process (installed here, so only in
+this CLI's process: ``runbook serve`` and the flow runs themselves are untouched).
 """
 
 from __future__ import annotations
@@ -13,6 +17,9 @@ from __future__ import annotations
 import sys
 
 import flows  # noqa: F401 - installs the shared TLS context for Prefect's client modules
+from flows import cancel_watch
+
+cancel_watch.install()  # one cancellation subscription for all the worker's runs (cancel_watch)
 
 
 def main() -> int:

@@ -44,3 +44,19 @@ def test_its_api_clients_share_one_tls_context_where_plain_prefects_do_not() -> 
     assert shared.returncode == 0 and plain.returncode == 0, shared.stderr + plain.stderr
     assert shared.stdout.strip() == "True"
     assert plain.stdout.strip() == "False"
+
+
+def test_its_runs_share_one_cancellation_subscription_where_plain_prefects_do_not() -> None:
+    """The CLI's process hands Prefect's executor contexts the shared cancellation watch
+    (flows/cancel_watch.py); a process that imported only Prefect builds one observer per run."""
+    script = (
+        "import sys\n"
+        "if sys.argv[1] == 'cli':\n"
+        "    import flows.prefect_cli  # noqa: F401\n"
+        "from prefect.runner import _flow_run_executor as executor\n"
+        "print(executor.FlowRunCancellingObserver.__name__)\n"
+    )
+    shared, plain = (_run("-c", script, mode) for mode in ("cli", "plain"))
+    assert shared.returncode == 0 and plain.returncode == 0, shared.stderr + plain.stderr
+    assert shared.stdout.strip() == "observer_for_run"
+    assert plain.stdout.strip() == "FlowRunCancellingObserver"
