@@ -22,6 +22,7 @@ import asyncio
 import inspect
 import logging
 import uuid
+import weakref
 from typing import Any
 
 from prefect._internal.observers import (
@@ -45,7 +46,6 @@ class SharedCancellationObserver:
     def __init__(self, polling_interval: float = DEFAULT_POLLING_INTERVAL) -> None:
         self.polling_interval = polling_interval
         self.observer: FlowRunCancellingObserver | None = None
-        self.opened = 0  # how many times the observer was opened (one subscription each)
         self._owners: dict[uuid.UUID, RunCancellationWatch] = {}
         self._users = 0
         self._lock = asyncio.Lock()
@@ -92,6 +92,11 @@ class SharedCancellationObserver:
         if self.observer is not None:
             self.observer.remove_in_flight_flow_run_id(flow_run_id)
 
+    def forget(self, watch: RunCancellationWatch) -> None:
+        """Remove every run ``watch`` still has (its context is leaving)."""
+        for flow_run_id in [i for i, owner in self._owners.items() if owner is watch]:
+            self.remove(flow_run_id, watch)
+
     # --- the observer's side ----------------------------------------------------------------
     def on_cancelling(self, flow_run_id: uuid.UUID) -> None:
         """Pass a run's cancellation to the watch that registered it (its exception, if any,
@@ -102,12 +107,12 @@ class SharedCancellationObserver:
 
     def on_failure(self, flow_run_ids: set[uuid.UUID]) -> None:
         """Tell each watch which of its runs can no longer be watched for cancellation."""
-        by_watch: dict[int, tuple[RunCancellationWatch, set[uuid.UUID]]] = {}
+        by_watch: dict[RunCancellationWatch, set[uuid.UUID]] = {}
         for flow_run_id in flow_run_ids:
             watch = self._owners.get(flow_run_id)
             if watch is not None:
-                by_watch.setdefault(id(watch), (watch, set()))[1].add(flow_run_id)
-        for watch, ids in by_watch.values():
+                by_watch.setdefault(watch, set()).add(flow_run_id)
+        for watch, ids in by_watch.items():
             if watch.on_failure is not None:
                 watch.on_failure(ids)
 
@@ -120,7 +125,6 @@ class SharedCancellationObserver:
         try:
             async with observer:
                 self.observer = observer
-                self.opened += 1
                 ready.set_result(None)
                 await self._stop.wait()
         except Exception as exc:
@@ -137,16 +141,17 @@ class SharedCancellationObserver:
             self.observer = None
 
 
-_shared: dict[int, tuple[asyncio.AbstractEventLoop, SharedCancellationObserver]] = {}
+_shared: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, SharedCancellationObserver] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def shared_observer() -> SharedCancellationObserver:
     """The running event loop's shared observer (the worker has one loop)."""
     loop = asyncio.get_running_loop()
-    entry = _shared.get(id(loop))
-    if entry is None or entry[0] is not loop:
-        entry = _shared[id(loop)] = (loop, SharedCancellationObserver())
-    return entry[1]
+    if loop not in _shared:
+        _shared[loop] = SharedCancellationObserver()
+    return _shared[loop]
 
 
 class RunCancellationWatch:
@@ -162,7 +167,6 @@ class RunCancellationWatch:
         self.on_cancelling = on_cancelling
         self.on_failure = on_failure
         self._shared = shared
-        self._ids: set[uuid.UUID] = set()
 
     async def __aenter__(self) -> RunCancellationWatch:
         if self._shared is None:
@@ -174,19 +178,15 @@ class RunCancellationWatch:
         shared = self._shared
         if shared is None:
             return
-        for flow_run_id in list(self._ids):
-            shared.remove(flow_run_id, self)
-        self._ids.clear()
+        shared.forget(self)
         await shared.release()
 
     def add_in_flight_flow_run_id(self, flow_run_id: uuid.UUID) -> None:
         if self._shared is None:
             raise RuntimeError("enter the watch (async with) before adding runs to it")
-        self._ids.add(flow_run_id)
         self._shared.add(flow_run_id, self)
 
     def remove_in_flight_flow_run_id(self, flow_run_id: uuid.UUID) -> None:
-        self._ids.discard(flow_run_id)
         if self._shared is not None:
             self._shared.remove(flow_run_id, self)
 
