@@ -218,7 +218,7 @@ async def incident_response(
     # each phase's run is created while the step before it works (flows.phase_runs); detect's,
     # as soon as the incident is known to be open; whatever way the flow ends, a run made ahead and
     # never started is cancelled
-    ahead = PhaseRuns()
+    ahead = PhaseRuns(phases=(detect, triage, mitigate, communicate, rca))
     try:
         return await _respond(rt, ahead, incident_id, declaration, options)
     finally:

@@ -74,6 +74,91 @@ def test_phases_run_as_named_subflows_from_the_runs_made_ahead(
         assert tracking.state.is_completed(), (name, tracking.state)
 
 
+def test_a_new_process_asks_for_every_phase_flow_once_and_its_events_read_none(
+    world, options: Options, flow_env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run process (forked per incident, so its caches start empty) asks for the ids of the
+    incident flow and its five phases in ONE request, creates none that exist, and Prefect's
+    events do not read any phase flow again by id (before: five ``POST /flows/`` and six
+    ``GET /flows/{id}`` per incident)."""
+    from prefect.client.orchestration import PrefectClient, get_client
+    from prefect.events import related
+
+    from flows import communicate, detect, mitigate, rca, triage
+
+    phases = (detect.detect, triage.triage, mitigate.mitigate, communicate.communicate, rca.rca)
+
+    async def on_server() -> dict[str, UUID]:
+        async with get_client() as client:
+            return {f.name: await client.create_flow(f) for f in (incident_response, *phases)}
+
+    ids = asyncio.run(on_server())  # the flows exist, as after a server's first incident
+    flows.phase_runs._flow_ids.clear()  # as in a new process
+    flows.phase_runs._asked.clear()
+    monkeypatch.setattr(related, "RESOURCE_CACHE", {})
+    calls: dict[str, list[Any]] = {"read_flows": [], "create_flow": [], "read_flow": []}
+
+    def counting(name: str) -> Any:
+        real = getattr(PrefectClient, name)
+
+        async def wrapper(self: PrefectClient, *args: Any, **kwargs: Any) -> Any:
+            calls[name].append(kwargs.get("flow_filter") or (args[0] if args else None))
+            return await real(self, *args, **kwargs)
+
+        return wrapper
+
+    for name in calls:
+        monkeypatch.setattr(PrefectClient, name, counting(name))
+    apply_scenario(world, "bad-deploy")
+    incident_id = open_incident(options)
+    state = asyncio.run(
+        incident_response(incident_id=incident_id, options=options, return_state=True)
+    )
+
+    assert state.is_completed() and state.result()["resolved"] is True
+    assert len(calls["read_flows"]) == 1, calls["read_flows"]
+    assert sorted(calls["read_flows"][0].name.any_) == sorted(ids)
+    assert calls["create_flow"] == []
+    phase_ids = {ids[f.name] for f in phases}
+    assert not [i for i in calls["read_flow"] if i in phase_ids], calls["read_flow"]
+    assert sorted(asyncio.run(_phase_runs(state.state_details.flow_run_id))) == sorted(PHASES)
+
+
+def test_a_flow_remembered_for_events_is_not_read_again() -> None:
+    """What ``remember_for_events`` stores is what Prefect's events use for a run of that flow:
+    its related resources name the flow without asking the server (this test fails if a Prefect
+    release changes that cache's form, before production would)."""
+    from uuid import uuid4
+
+    from prefect.client.schemas.objects import Flow as FlowObject
+    from prefect.events import related
+
+    from flows.phase_runs import remember_for_events
+
+    known = FlowObject(id=uuid4(), name="probe-remembered")
+    cache: dict[str, Any] = {}
+    original = related.RESOURCE_CACHE
+    related.RESOURCE_CACHE = cache
+    try:
+        assert remember_for_events(known) is True
+
+        async def never(obj_id: Any) -> Any:
+            raise AssertionError(f"read {obj_id} from the server")
+
+        entry = asyncio.run(
+            related._get_and_cache_related_object(
+                kind="flow", role="flow", client_method=never, obj_id=known.id, cache=cache
+            )
+        )
+        resource = related.object_as_related_resource(kind="flow", role="flow", object=known)
+        assert entry["object"] is known and entry["role"] == "flow"
+        assert resource.id == f"prefect.flow.{known.id}" and resource.name == known.name
+        cache.update({f"x{i}": ({}, None) for i in range(related.MAX_CACHE_SIZE)})
+        assert remember_for_events(FlowObject(id=uuid4(), name="probe-2")) is False  # full
+    finally:
+        related.RESOURCE_CACHE = original
+
+
 def test_a_failed_phase_leaves_the_run_made_ahead_for_the_next_one_cancelled(
     world, options: Options, flow_env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -192,3 +277,60 @@ def test_a_flows_id_is_looked_up_once_per_server() -> None:
     ids = asyncio.run(ask())
     assert ids[0] == ids[1] and len(set(ids)) == 3
     assert (one.asked, other.asked) == (2, 1)
+
+
+def test_a_family_of_flows_is_looked_up_in_one_request() -> None:
+    """With a family (the incident flow and its phases), the first miss asks for all their ids in
+    one filter request; the others are then known without asking; a flow the server does not have
+    is created; a failed lookup falls back to creating (upserting) the flow by name."""
+    from types import SimpleNamespace
+    from uuid import uuid4
+
+    from flows.phase_runs import _asked, _flow_id, _flow_ids
+
+    made = {n: uuid4() for n in ("fam-a", "fam-b", "fam-c")}
+
+    class Client:
+        def __init__(self, fail: bool = False) -> None:
+            self.api_url, self.fail, self.filters, self.created = "http://fam/api", fail, [], []
+
+        async def read_flows(self, flow_filter: Any) -> list[Any]:
+            self.filters.append(sorted(flow_filter.name.any_))
+            if self.fail:
+                raise RuntimeError("the API refused it")
+            return [SimpleNamespace(id=made[n], name=n) for n in flow_filter.name.any_ if n in made]
+
+        async def create_flow(self, f: Any) -> UUID:
+            self.created.append(f.name)
+            return uuid4()
+
+    @flow(name="fam-a")
+    async def a() -> None: ...
+
+    @flow(name="fam-b")
+    async def b() -> None: ...
+
+    @flow(name="fam-new")
+    async def new() -> None: ...
+
+    family = [a, b, new]
+    _flow_ids.clear()
+    _asked.clear()
+    client = Client()
+
+    async def ask(c: Client, *fs: Any) -> list[UUID]:
+        return [await _flow_id(c, f, family) for f in fs]  # type: ignore[arg-type]
+
+    got = asyncio.run(ask(client, a, b, a))
+    assert got == [made["fam-a"], made["fam-b"], made["fam-a"]]
+    assert client.filters == [["fam-a", "fam-b", "fam-new"]] and client.created == []
+    fresh = asyncio.run(ask(client, new))[0]
+    assert fresh not in made.values() and client.created == ["fam-new"]
+    assert client.filters == [["fam-a", "fam-b", "fam-new"]]  # not asked again for the others
+    _flow_ids.clear()
+    _asked.clear()
+    failing = Client(fail=True)
+    asyncio.run(ask(failing, b))
+    assert failing.filters == [["fam-a", "fam-b", "fam-new"]] and failing.created == ["fam-b"]
+    _flow_ids.clear()
+    _asked.clear()
