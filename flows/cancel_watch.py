@@ -21,8 +21,10 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import os
 import uuid
 import weakref
+from collections.abc import Mapping
 from typing import Any
 
 from prefect._internal.observers import (
@@ -31,6 +33,8 @@ from prefect._internal.observers import (
     OnFailureCallback,
 )
 from prefect.events.filters import EventFilter
+
+from runbook.envvars import whole_number
 
 logger = logging.getLogger("runbook.cancel_watch")
 
@@ -207,6 +211,21 @@ def observer_for_run(
             on_failure=on_failure,
         )
     return RunCancellationWatch(on_cancelling=on_cancelling, on_failure=on_failure)
+
+
+#: 0 turns the shared watch off: each run's executor context keeps Prefect's own observer (and
+#: subscription), as plain ``prefect worker start`` does; 1 (the default) shares one per process
+ENV_SHARED = "RUNBOOK_WORKER_SHARED_CANCEL_WATCH"
+
+
+def shared_watch_wanted(env: Mapping[str, str] | None = None) -> bool:
+    """Whether ``ENV_SHARED`` (in ``env``, default ``os.environ``) asks for the shared watch.
+
+    Raises:
+        ConfigError: neither blank, 0 nor 1 (the message names the variable and what it takes).
+    """
+    environ = os.environ if env is None else env
+    return whole_number(environ, ENV_SHARED, 1, 0, 1, least_is_off=True) == 1
 
 
 def install() -> bool:

@@ -9,7 +9,8 @@ each on the README's machine, for every run of a storm. Importing ``flows`` inst
 
 Each run's executor context also opened its own cancellation subscription to the API's event
 stream; ``flows/cancel_watch.py`` makes them share one per process (installed here, so only in
-this CLI's process: ``runbook serve`` and the flow runs themselves are untouched).
+this CLI's process: ``runbook serve`` and the flow runs themselves are untouched), unless
+``RUNBOOK_WORKER_SHARED_CANCEL_WATCH=0`` (``cancel_watch.ENV_SHARED``) keeps Prefect's own.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import sys
 import flows  # noqa: F401 - installs the shared TLS context for Prefect's client modules
 from flows import cancel_watch
 
-cancel_watch.install()  # one cancellation subscription for all the worker's runs (cancel_watch)
+if cancel_watch.shared_watch_wanted():  # `runbook worker` refused a bad value before starting us
+    cancel_watch.install()  # one cancellation subscription for all the worker's runs (cancel_watch)
 
 
 def main() -> int:

@@ -235,12 +235,17 @@ def _heartbeats() -> None:
     )
 
 
-def _check_run_settings() -> None:
-    """Settings the runs read from this process's environment: refused before anything starts."""
+def _check_run_settings(worker: bool = False) -> None:
+    """Settings the runs (and, with ``worker``, `runbook worker`'s Prefect worker) read from this
+    process's environment: refused before anything starts."""
     from runbook.priority import after_mitigation_nice
 
     try:
         after_mitigation_nice()
+        if worker:
+            from flows.cancel_watch import shared_watch_wanted
+
+            shared_watch_wanted()
     except ConfigError as exc:
         raise fail(str(exc), 2) from None
 
@@ -288,7 +293,7 @@ def worker(
 
     if limit is not None and limit < 1:
         raise fail(f"--limit must be at least 1, not {limit}", 2)
-    _check_run_settings()
+    _check_run_settings(worker=True)
     _heartbeats()
     try:
         code = worker_main(pool, limit, list(ctx.args))

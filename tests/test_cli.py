@@ -229,16 +229,12 @@ def test_serve_and_worker_set_heartbeats_before_starting_runs(
     assert len(seen) == 2  # not started
 
 
-@pytest.mark.parametrize("command", ["serve", "worker"])
-def test_serve_and_worker_refuse_a_bad_after_mitigation_niceness(
-    command: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A RUNBOOK_AFTER_MITIGATION_NICE outside 0-19 makes `runbook serve` / `runbook worker` exit 2
-    naming the variable and the range, before the crash automation or any run is started."""
+def _record_starts(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """`runbook serve` / `runbook worker` with the crash automation, the server and the worker
+    stubbed: the list of what they started, in order."""
     import flows.recovery as recovery
     import flows.serve
     import flows.worker
-    from runbook.priority import ENV_NICE
 
     started: list[str] = []
 
@@ -249,6 +245,18 @@ def test_serve_and_worker_refuse_a_bad_after_mitigation_niceness(
     monkeypatch.setattr(recovery, "ensure_zombie_automation", ensure)
     monkeypatch.setattr(flows.serve, "main", lambda *a, **k: started.append("serve") or 0)
     monkeypatch.setattr(flows.worker, "main", lambda *a, **k: started.append("worker") or 0)
+    return started
+
+
+@pytest.mark.parametrize("command", ["serve", "worker"])
+def test_serve_and_worker_refuse_a_bad_after_mitigation_niceness(
+    command: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A RUNBOOK_AFTER_MITIGATION_NICE outside 0-19 makes `runbook serve` / `runbook worker` exit 2
+    naming the variable and the range, before the crash automation or any run is started."""
+    from runbook.priority import ENV_NICE
+
+    started = _record_starts(monkeypatch)
     monkeypatch.setenv(ENV_NICE, "25")
     result = runner.invoke(app, [command])
     assert result.exit_code == 2
@@ -256,3 +264,18 @@ def test_serve_and_worker_refuse_a_bad_after_mitigation_niceness(
     assert started == []
     monkeypatch.setenv(ENV_NICE, "5")  # a good value starts it
     assert runner.invoke(app, [command]).exit_code == 0 and started[-1] == command
+
+
+def test_worker_refuses_a_bad_shared_cancel_watch_switch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """RUNBOOK_WORKER_SHARED_CANCEL_WATCH takes 0 (off) or 1: anything else makes `runbook worker`
+    exit 2 naming it, before the crash automation or the worker starts; 0 starts it."""
+    from flows.cancel_watch import ENV_SHARED
+
+    started = _record_starts(monkeypatch)
+    monkeypatch.setenv(ENV_SHARED, "yes")
+    result = runner.invoke(app, ["worker"])
+    assert result.exit_code == 2
+    assert ENV_SHARED in result.output and "0 (off) to 1" in result.output
+    assert started == []
+    monkeypatch.setenv(ENV_SHARED, "0")
+    assert runner.invoke(app, ["worker"]).exit_code == 0 and started[-1] == "worker"

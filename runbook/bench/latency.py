@@ -390,11 +390,16 @@ def main(alerts: int = 50, poll_s: float = 0.2, json_out: bool = False) -> int:
         json_out: print one JSON object (``alerts``, ``p50_s``, ``p95_s``, ``max_s``, ``stages`` ...).
 
     Returns:
-        0 when p95 is within the target (1.5 s), 1 otherwise.
+        0 when p95 is within the target (1.5 s), 1 otherwise; 143 when SIGTERM stopped it
+        (everything it started stopped first).
     """
     import json
 
-    out = run(alerts, poll_s)
+    from runbook.bench.terminate import run_terminable
+
+    out = run_terminable("latency", lambda: run(alerts, poll_s))
+    if isinstance(out, int):
+        return out  # SIGTERM stopped it (run_terminable said so)
     out["ok"] = out["p95_s"] <= TARGET_P95_S
     out["machine"] = machine_reading()  # to compare figures across machines
     if json_out:

@@ -421,11 +421,16 @@ def main(latency_s: float = 0.2, json_out: bool = False, runs: int = 3) -> int:
         runs: how many incidents to run (the figures are their medians).
 
     Returns:
-        0 when every incident resolved and every phase's median ratio is within 1.3, 1 otherwise.
+        0 when every incident resolved and every phase's median ratio is within 1.3, 1 otherwise;
+        143 when SIGTERM stopped it (everything it started stopped first).
     """
     import json
 
-    out = run(latency_s, runs)
+    from runbook.bench.terminate import run_terminable
+
+    out = run_terminable("overhead", lambda: run(latency_s, runs))
+    if isinstance(out, int):
+        return out  # SIGTERM stopped it (run_terminable said so)
     out["ok"] = bool(
         out["resolved"] and out["max_ratio"] is not None and out["max_ratio"] <= TARGET_RATIO
     )

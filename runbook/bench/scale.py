@@ -89,9 +89,7 @@ import json
 import os
 import platform
 import secrets
-import signal
 import sys
-import threading
 import time
 import tomllib
 import uuid
@@ -123,6 +121,7 @@ from runbook.bench.scale_figures import (
     verdict,
     world_index,
 )
+from runbook.bench.terminate import run_terminable
 from runbook.gateway.dispatcher import PrefectLauncher
 
 DEFAULT_LIMIT = 5
@@ -485,30 +484,6 @@ def _p95(values: Sequence[float]) -> float | None:
     return round(percentile(values, 95), 3) if values else None
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM reached the bench: unwound like Ctrl-C, so everything it started is stopped."""
-
-
-@contextlib.contextmanager
-def _terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM (a CI timeout, ``kill``) raises ``Terminated`` where the bench is, as Ctrl-C would
-    raise ``KeyboardInterrupt``: the server, the services, the workers and the private PostgreSQL
-    cluster all run in sessions of their own, and the default SIGTERM (exit at once, no cleanup)
-    left them all running, the services still reading the Redis database the next bench uses."""
-
-    def handler(signum: int, frame: object) -> None:
-        raise Terminated
-
-    if threading.current_thread() is not threading.main_thread():
-        yield  # signals reach the main thread only; whoever runs us there decides
-        return
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def main(incidents: int = 100, workers: int = 2, speed: float = 100.0, limit: int = DEFAULT_LIMIT,
          json_out: bool = False, forked: bool = True, redis_url: str | None = None,
          server_prefect: Path | None = None) -> int:  # fmt: skip
@@ -530,14 +505,15 @@ def main(incidents: int = 100, workers: int = 2, speed: float = 100.0, limit: in
         the single incident's; 1 otherwise (the reasons are printed).
     """
     try:
-        with _terminate_as_interrupt():
-            out = run(incidents, workers, speed, limit, forked, redis_url, server_prefect)
+        out = run_terminable(
+            "scale",
+            lambda: run(incidents, workers, speed, limit, forked, redis_url, server_prefect),
+        )
     except RuntimeError as exc:  # a setup step failed; everything started is stopped by now
         print(f"bench scale: {exc}", file=sys.stderr)
         return 1
-    except Terminated:
-        print("bench scale: terminated; everything it started is stopped", file=sys.stderr)
-        return 128 + signal.SIGTERM
+    if isinstance(out, int):
+        return out  # SIGTERM stopped it (run_terminable said so)
     why = verdict(out)
     out["ok"] = not why
     out["why"] = why

@@ -3,6 +3,7 @@ start``), in a process whose Prefect API clients share one TLS context."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -22,10 +23,11 @@ print(a._client._transport._pool._ssl_context is b._client._transport._pool._ssl
 """
 
 
-def _run(*args: str) -> subprocess.CompletedProcess[str]:
+def _run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(  # noqa: S603 - our interpreter, our module
-        [sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=120
-    )
+        [sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=120,
+        env={**os.environ, **env},
+    )  # fmt: skip
 
 
 def test_it_runs_prefects_command_and_passes_its_exit_code_on() -> None:
@@ -60,3 +62,18 @@ def test_its_runs_share_one_cancellation_subscription_where_plain_prefects_do_no
     assert shared.returncode == 0 and plain.returncode == 0, shared.stderr + plain.stderr
     assert shared.stdout.strip() == "observer_for_run"
     assert plain.stdout.strip() == "FlowRunCancellingObserver"
+
+
+def test_the_shared_cancellation_watch_can_be_turned_off() -> None:
+    """RUNBOOK_WORKER_SHARED_CANCEL_WATCH=0 leaves Prefect's own observer per run in the CLI's
+    process (an escape hatch); 1 shares it, as when unset."""
+    script = (
+        "import flows.prefect_cli  # noqa: F401\n"
+        "from prefect.runner import _flow_run_executor as executor\n"
+        "print(executor.FlowRunCancellingObserver.__name__)\n"
+    )
+    off = _run("-c", script, RUNBOOK_WORKER_SHARED_CANCEL_WATCH="0")
+    on = _run("-c", script, RUNBOOK_WORKER_SHARED_CANCEL_WATCH="1")
+    assert off.returncode == 0 and on.returncode == 0, off.stderr + on.stderr
+    assert off.stdout.strip() == "FlowRunCancellingObserver"
+    assert on.stdout.strip() == "observer_for_run"
