@@ -20,7 +20,8 @@ The first preparation asks the server for the ids of the incident flow and all f
 one request (``_look_up``; the engine upserts each phase's flow by name, five ``POST /flows/`` per
 incident, since every incident runs in a new process), and hands the flows it gets to Prefect's
 events, which would otherwise read each of them again by id for the first event of its runs (six
-``GET /flows/{id}`` per incident): eleven requests of the ~80 an incident makes become one.
+``GET /flows/{id}`` per incident; the incident flow's own read may still come first): of the ~73
+requests an incident's run, its worker and the gateway made, ten or eleven become one.
 
 A prepared run is what the engine would have made: a subflow of the incident's run linked by its
 tracking task run (the server mirrors the subflow's states onto it), named by the flow's template.

@@ -2,9 +2,10 @@
 
 A bench starts processes (a private Prefect server, its services and workers, ``runbook serve``
 with its forkserver, a sandbox, a private PostgreSQL cluster) and stops them in ``finally`` blocks.
-Python's default SIGTERM (a CI timeout, ``kill``) ends the process at once, no ``finally`` run, and
-left them all running: an orphaned services process kept reading the Redis database the next
-``bench scale`` used, and a ``runbook serve`` kept polling a server that was gone.
+A SIGTERM (a CI timeout, ``kill``) skipped them: ``bench scale`` ended at once and left everything
+running (an orphaned services process kept reading the Redis database the next storm used), and
+``bench latency`` did not even end (still running 120 s after the signal, in a test) with its
+server, ``runbook serve`` and its forkserver.
 """
 
 from __future__ import annotations
