@@ -4,7 +4,8 @@
 serve``'s forkserver preloads: ``flows.serve.FORKSERVER_PRELOAD``), then listens on a Unix socket
 (mode 0600: only its user may connect). For each ``runbook.forkrun`` client it forks a child that
 takes the client's stdin/stdout/stderr, environment, working directory and arguments and runs
-``prefect.engine`` as ``python -m prefect.engine`` would, under a Prefect settings context rebuilt
+``prefect.engine`` as ``python -m prefect.engine`` would (at the niceness ``$RUNBOOK_RUN_NICE`` of that
+environment asks: ``runbook.forkrun.lower_priority``), under a Prefect settings context rebuilt
 from that environment (as Prefect's own subprocess starter does); the server then relays the
 client's signals to the child and, when the child ends, its exit status to the client.
 
@@ -34,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runbook.forkrun import FORWARDED_SIGNALS, encode, read_request
+from runbook.forkrun import FORWARDED_SIGNALS, encode, lower_priority, read_request
 
 ENGINE_MODULE = "prefect.engine"
 
@@ -242,6 +243,7 @@ class ForkServer:
         os.environ.clear()
         os.environ.update({str(k): str(v) for k, v in request["env"].items()})
         signal.signal(signal.SIGINT, signal.default_int_handler)
+        lower_priority(os.environ)  # the server keeps its own priority: only the run yields
 
 
 def _die_with_parent() -> None:

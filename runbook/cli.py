@@ -238,7 +238,7 @@ def _heartbeats() -> None:
 def _check_run_settings(worker: bool = False) -> None:
     """Settings the runs (and, with ``worker``, `runbook worker`'s Prefect worker) read from this
     process's environment: refused before anything starts."""
-    from runbook.priority import after_mitigation_nice
+    from runbook.priority import after_mitigation_nice, run_nice
 
     try:
         after_mitigation_nice()
@@ -246,6 +246,7 @@ def _check_run_settings(worker: bool = False) -> None:
             from flows.cancel_watch import shared_watch_wanted
 
             shared_watch_wanted()
+            run_nice()
     except ConfigError as exc:
         raise fail(str(exc), 2) from None
 
@@ -473,6 +474,14 @@ def bench_scale(
             "datetimes are the standard library's, not pendulum's); default: this one's."
         ),
     ] = None,
+    run_nice: Annotated[
+        int,
+        typer.Option(
+            help="The niceness the workers' runs start at (RUNBOOK_RUN_NICE, 0-19), so that they "
+            "yield the cores to the server, workers and databases they all wait on; 0: the "
+            "server's priority."
+        ),
+    ] = 0,
     as_json: JsonOpt = False,
 ) -> None:
     """A storm of distinct incidents through the gateway to process workers on a `prefect server
@@ -484,6 +493,8 @@ def bench_scale(
         raise fail(
             "--incidents, --workers and --limit must be at least 1, --speed in (0, 10000]", 2
         )
+    if not 0 <= run_nice <= 19:
+        raise fail(f"--run-nice must be a whole number from 0 to 19, not {run_nice}", 2)
     if redis is not None:
         try:
             redis_messaging_env(redis)
@@ -497,7 +508,7 @@ def bench_scale(
         except ValueError as exc:
             raise fail(str(exc), 2) from None
     raise typer.Exit(
-        bench_main(incidents, workers, speed, limit, as_json, fork, redis, server_prefect)
+        bench_main(incidents, workers, speed, limit, as_json, fork, redis, server_prefect, run_nice)
     )
 
 

@@ -18,6 +18,11 @@ variable ``command`` names this module, so the process the worker starts is only
 
 With no ``$RUNBOOK_FORKSERVER``, or no server answering on it, the client replaces itself with
 ``python -m prefect.engine`` (a warning on stderr): the run goes on as Prefect would have run it.
+
+Either way, ``$RUNBOOK_RUN_NICE`` (a whole number from 0 to 19, default 0; ``runbook worker``
+refuses to start with anything else) lowers the run's priority by that much before the engine
+starts (``lower_priority``): on a machine the runs share with the Prefect server, the worker and
+the database, every run then yields the CPU to the processes all of them wait on.
 """
 
 from __future__ import annotations
@@ -28,9 +33,12 @@ import signal
 import socket
 import struct
 import sys
+from collections.abc import Mapping
 from typing import Any, NoReturn
 
 ENV_SOCKET = "RUNBOOK_FORKSERVER"
+ENV_RUN_NICE = "RUNBOOK_RUN_NICE"
+MAX_NICE = 19  # the highest niceness Linux knows
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 _HEADER = struct.Struct("!I")
 MAX_REQUEST = 4 * 1024 * 1024  # an environment is a few KiB; anything near this is not a request
@@ -74,10 +82,31 @@ def read_request(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
     return json.loads(body), list(fds)
 
 
+def lower_priority(env: Mapping[str, str]) -> int:
+    """Raise this process's niceness by ``env[RUNBOOK_RUN_NICE]``; the increment applied (0 when
+    unset, blank or 0). A value that is not a whole number from 0 to 19 changes nothing and says so
+    on stderr: the run goes on at its priority (``runbook worker`` refuses such a value before it
+    starts, so only a worker started otherwise meets one here)."""
+    raw = env.get(ENV_RUN_NICE, "").strip()
+    if not raw:
+        return 0
+    if not raw.isdigit() or int(raw) > MAX_NICE:
+        print(
+            f"runbook.forkrun: {ENV_RUN_NICE} must be a whole number from 0 to {MAX_NICE}, not "
+            f"{raw!r}; this run keeps its priority",
+            file=sys.stderr,
+        )
+        return 0
+    if int(raw):
+        os.nice(int(raw))
+    return int(raw)
+
+
 def _fall_back(reason: str) -> NoReturn:
     """Run the engine in this process, as Prefect's own command would (never returns)."""
     print(f"runbook.forkrun: {reason}; running python -m prefect.engine instead", file=sys.stderr)
     sys.stderr.flush()
+    lower_priority(os.environ)
     os.execv(sys.executable, [sys.executable, "-m", "prefect.engine", *sys.argv[1:]])  # noqa: S606
 
 

@@ -12,6 +12,10 @@ another process (``runbook drill``, a test) never touches the niceness of the pr
 0-19; a run that meets one anyway keeps its priority and says why in its log (an incident's
 response never fails over a tuning knob).
 
+``RUNBOOK_RUN_NICE`` (0-19, default 0) is the other knob: the niceness a ``runbook worker``'s runs
+start at (``runbook.forkrun.lower_priority`` applies it), for a machine the runs share with the
+Prefect server. The two add up, to Linux's ceiling of 19.
+
 Pure decisions here; ``flows.incident`` applies them.
 """
 
@@ -22,10 +26,10 @@ from collections.abc import Mapping
 
 from runbook.envvars import whole_number
 from runbook.errors import ConfigError
+from runbook.forkrun import ENV_RUN_NICE, MAX_NICE
 
 ENV_NICE = "RUNBOOK_AFTER_MITIGATION_NICE"
 DEFAULT_NICE = 10
-MAX_NICE = 19  # the highest niceness Linux knows
 #: set by Prefect's workers and runners in the environment of a process started for one flow run
 ENV_FLOW_RUN_ID = "PREFECT__FLOW_RUN_ID"
 
@@ -38,6 +42,17 @@ def after_mitigation_nice(env: Mapping[str, str] | None = None) -> int:
     """
     return whole_number(
         os.environ if env is None else env, ENV_NICE, DEFAULT_NICE, 0, MAX_NICE, least_is_off=True
+    )
+
+
+def run_nice(env: Mapping[str, str] | None = None) -> int:
+    """The niceness a ``runbook worker``'s runs start at (0: the worker's own).
+
+    Raises:
+        ConfigError: ``RUNBOOK_RUN_NICE`` is not a whole number from 0 to 19.
+    """
+    return whole_number(
+        os.environ if env is None else env, ENV_RUN_NICE, 0, 0, MAX_NICE, least_is_off=True
     )
 
 

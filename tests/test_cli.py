@@ -171,6 +171,8 @@ def test_report_formats_count_the_ledger(ledger_url) -> None:
         (["bench", "scale", "--incidents", "0"], "--incidents"),
         (["bench", "scale", "--workers", "0"], "--workers"),
         (["bench", "scale", "--speed", "0"], "--speed"),
+        (["bench", "scale", "--run-nice", "20"], "--run-nice"),
+        (["bench", "scale", "--run-nice", "-1"], "--run-nice"),
         (["bench", "ingest", "--connections", "1"], "--connections"),
         (["bench", "ingest", "--workers", "0"], "--workers"),
         (["bench", "ingest", "--workers", "17"], "--workers"),
@@ -266,16 +268,31 @@ def test_serve_and_worker_refuse_a_bad_after_mitigation_niceness(
     assert runner.invoke(app, [command]).exit_code == 0 and started[-1] == command
 
 
-def test_worker_refuses_a_bad_shared_cancel_watch_switch(monkeypatch: pytest.MonkeyPatch) -> None:
-    """RUNBOOK_WORKER_SHARED_CANCEL_WATCH takes 0 (off) or 1: anything else makes `runbook worker`
-    exit 2 naming it, before the crash automation or the worker starts; 0 starts it."""
+@pytest.mark.parametrize(
+    ("variable", "bad", "allowed", "good"),
+    [
+        # the shared cancellation subscription: off or on
+        ("RUNBOOK_WORKER_SHARED_CANCEL_WATCH", "yes", "0 (off) to 1", "0"),
+        # the niceness the worker's runs start at
+        ("RUNBOOK_RUN_NICE", "20", "0 (off) to 19", "10"),
+        ("RUNBOOK_RUN_NICE", "-5", "0 (off) to 19", "0"),
+    ],
+)
+def test_worker_refuses_a_bad_worker_setting(
+    variable: str, bad: str, allowed: str, good: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A setting only `runbook worker` reads, outside its range, makes it exit 2 naming the
+    variable and the range, before the crash automation or the worker starts; a good value starts
+    it."""
     from flows.cancel_watch import ENV_SHARED
+    from runbook.forkrun import ENV_RUN_NICE
 
+    assert variable in (ENV_SHARED, ENV_RUN_NICE)  # the names the code reads
     started = _record_starts(monkeypatch)
-    monkeypatch.setenv(ENV_SHARED, "yes")
+    monkeypatch.setenv(variable, bad)
     result = runner.invoke(app, ["worker"])
     assert result.exit_code == 2
-    assert ENV_SHARED in result.output and "0 (off) to 1" in result.output
+    assert variable in result.output and allowed in result.output
     assert started == []
-    monkeypatch.setenv(ENV_SHARED, "0")
+    monkeypatch.setenv(variable, good)
     assert runner.invoke(app, ["worker"]).exit_code == 0 and started[-1] == "worker"

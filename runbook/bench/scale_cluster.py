@@ -62,6 +62,8 @@ class Setup:
     # the `prefect` executable the server's processes run (None: this interpreter's); another
     # installation, e.g. on Python 3.13, where Prefect's datetimes are the standard library's
     server_prefect: Path | None = None
+    # the niceness the workers' runs start at (RUNBOOK_RUN_NICE; applied to forked runs)
+    run_nice: int = 0
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     servers: list[Any] = field(default_factory=list)
     worlds: dict[int, Any] = field(default_factory=dict)
@@ -281,6 +283,7 @@ def start_workers(setup: Setup, workers: int, limit: int) -> str:
         RUNBOOK_POLICY=str(setup.policy_path),
         PREFECT_WORKER_QUERY_SECONDS="1",  # default 10 s: a storm's runs would wait for the poll
         PREFECT_LOGGING_LEVEL="WARNING",
+        RUNBOOK_RUN_NICE=str(setup.run_nice),
         # the runs' ledger pools, when the bench's environment sizes them (see its docstring)
         **{k: os.environ[k] for k in (ENV_POOL_SIZE, ENV_MAX_OVERFLOW) if k in os.environ},
     )

@@ -248,7 +248,9 @@ def test_small_storm_on_a_real_server_and_two_workers(tmp_path, split: bool) -> 
     PostgreSQL, two process workers, the gateway; all 3 incidents resolve and no side effect
     happens twice (the timing ratio is not asserted), and each incident's path is in incidents.json.
     With `--redis` the same holds with the server as an API process and a services process talking
-    through Redis (production's layout), both run from the `prefect` given by `--server-prefect`."""
+    through Redis (production's layout), both run from the `prefect` given by `--server-prefect`,
+    and `--run-nice 5` starts every run at niceness 5 (a mitigated incident's run then stands at
+    15)."""
     try:
         with _pg_connect() as conn:
             conn.execute("SELECT 1")
@@ -261,7 +263,7 @@ def test_small_storm_on_a_real_server_and_two_workers(tmp_path, split: bool) -> 
         [sys.executable, "-m", "runbook.cli", "bench", "scale", "--incidents", "3",
          "--workers", "2", "--json",
          *(["--redis", "redis://127.0.0.1:6379/11",
-            "--server-prefect", os.path.relpath(SERVER_PREFECT, ROOT)]
+            "--server-prefect", os.path.relpath(SERVER_PREFECT, ROOT), "--run-nice", "5"]
            if split else [])],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=280,
     )  # fmt: skip
@@ -277,14 +279,16 @@ def test_small_storm_on_a_real_server_and_two_workers(tmp_path, split: bool) -> 
     assert out["single_resolved"], out
     assert out["duplicate_side_effects"] == 0 and out["duplicate_action_keys"] == 0, out
     assert out["workers"] == 2
+    assert out["run_nice"] == (5 if split else 0)
     assert out["server_python"] == platform.python_version()
     paths = json.loads((Path(out["folder"]) / "incidents.json").read_text())
     assert len(paths["single"]) == 1 and len(paths["storm"]) == 3
     for row in paths["storm"]:  # each mitigated after its run started, after its run was made
         assert 0 <= row["run_created_s"] <= row["run_running_s"] <= row["ttm_s"], row
         assert row["phases"]["detect"][0] >= row["run_running_s"], row
-        # each run, alone in a process a worker started for it, yielded the CPU once mitigated
-        assert row["nice_after_mitigation"] == 10, row
+        # each run, alone in a process a worker started for it at niceness --run-nice, yielded
+        # the CPU once mitigated: its niceness is then that plus 10 (over this test's own)
+        assert row["nice_after_mitigation"] == min(os.nice(0) + (15 if split else 10), 19), row
 
 
 def test_an_incident_row_gives_its_runs_and_phases_in_seconds_from_detection() -> None:

@@ -12,6 +12,7 @@ from runbook.priority import (
     after_mitigation_nice,
     configured_nice,
     nice_after_mitigation,
+    run_nice,
 )
 
 
@@ -31,6 +32,16 @@ def test_a_niceness_outside_0_to_19_is_refused_naming_the_variable(raw: str) -> 
         after_mitigation_nice({ENV_NICE: raw})
     message = str(caught.value)
     assert ENV_NICE in message and "0 (off) to 19" in message and repr(raw) in message
+
+
+def test_the_runs_niceness_defaults_to_0_and_refuses_what_forkrun_would_not_apply() -> None:
+    """RUNBOOK_RUN_NICE: unset or blank is 0 (the worker's priority), 0-19 as given; what
+    ``runbook worker`` refuses (exit 2) is what ``runbook.forkrun.lower_priority`` would ignore."""
+    assert run_nice({}) == 0 and run_nice({"RUNBOOK_RUN_NICE": " "}) == 0
+    assert run_nice({"RUNBOOK_RUN_NICE": "10"}) == 10 and run_nice({"RUNBOOK_RUN_NICE": "19"}) == 19
+    for raw in ("-1", "20", "x", "1.5"):
+        with pytest.raises(ConfigError, match="RUNBOOK_RUN_NICE must be a whole number from 0"):
+            run_nice({"RUNBOOK_RUN_NICE": raw})
 
 
 def test_only_a_mitigated_incident_in_a_process_started_for_its_run_lowers_it() -> None:

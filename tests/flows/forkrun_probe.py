@@ -1,7 +1,7 @@
 """What a fork server child runs in tests/flows/test_forkserver.py, instead of prefect.engine.
 
 It prints what it was given (arguments, working directory, PROBE_* environment, whether Prefect's
-settings see the client's PREFECT_API_URL) as one JSON line on stdout, then acts on PROBE_MODE:
+settings see the client's PREFECT_API_URL, its niceness) as one JSON line on stdout, then acts on PROBE_MODE:
 ``exit:N`` exits N; ``wait`` waits for SIGTERM and exits 7 from its handler; ``hang`` ignores
 nothing and sleeps (a child whose client is killed)."""
 
@@ -31,6 +31,7 @@ if __name__ == "__main__":
                 "api_url": get_current_settings().api.url,
                 "pid": os.getpid(),
                 "path0": sys.path[0],
+                "nice": os.nice(0),
             }
         ),
         flush=True,

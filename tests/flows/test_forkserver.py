@@ -100,6 +100,46 @@ def test_the_child_gets_the_clients_arguments_env_directory_and_streams(server, 
     assert "to stderr" in err
 
 
+def test_the_child_starts_at_the_niceness_its_environment_asks(server, tmp_path) -> None:
+    """RUNBOOK_RUN_NICE in the client's environment (a worker's runs inherit the worker's) lowers
+    the child's priority by that much; the server keeps its own; without it the child runs at the
+    server's; a bad value leaves the child at the server's and says so on its stderr."""
+    path, proc = server
+    base = os.getpriority(os.PRIO_PROCESS, proc.pid)
+
+    def child(**env: str) -> tuple[int, str]:
+        client = _client(path, cwd=tmp_path, PROBE_MODE="exit:0", **env)
+        out, err = client.communicate(timeout=60)
+        assert client.returncode == 0, err
+        return json.loads(out.splitlines()[0])["nice"], err
+
+    assert child(RUNBOOK_RUN_NICE="7")[0] == min(base + 7, 19)
+    assert os.getpriority(os.PRIO_PROCESS, proc.pid) == base  # the server did not move
+    assert child()[0] == base
+    nice, err = child(RUNBOOK_RUN_NICE="high")
+    assert nice == base
+    assert "RUNBOOK_RUN_NICE must be a whole number from 0 to 19, not 'high'" in err
+
+
+@pytest.mark.parametrize(("value", "applied"), [("3", 3), ("0", 0), ("", 0), ("25", 0), ("x", 0)])
+def test_lower_priority_raises_the_niceness_by_a_good_value_only(value: str, applied: int) -> None:
+    """The client's fallback (no server: it becomes prefect.engine) applies the same setting:
+    ``lower_priority`` raises this process's niceness by a whole number from 0 to 19 and returns
+    it; anything else changes nothing. Run in a child process: a niceness cannot be lowered back."""
+    code = (
+        "import os, sys; from runbook.forkrun import lower_priority; before = os.nice(0); "
+        f"got = lower_priority({{'RUNBOOK_RUN_NICE': {value!r}}}); "
+        "print(got, os.nice(0) - before)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=_env(), capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    before = os.nice(0)
+    assert done.stdout.split() == [str(applied), str(min(applied, 19 - before))]
+    assert ("must be a whole number" in done.stderr) == (value in ("25", "x"))
+
+
 def test_a_signal_to_the_client_reaches_the_child(server, tmp_path) -> None:
     """SIGTERM (how a worker cancels a run) is forwarded; the child's exit code comes back."""
     path, _ = server
