@@ -90,16 +90,20 @@ def lower_priority(env: Mapping[str, str]) -> int:
     raw = env.get(ENV_RUN_NICE, "").strip()
     if not raw:
         return 0
-    if not raw.isdigit() or int(raw) > MAX_NICE:
+    try:
+        increment = int(raw)  # as runbook worker's check reads it (runbook.envvars.whole_number)
+    except ValueError:
+        increment = -1
+    if not 0 <= increment <= MAX_NICE:
         print(
             f"runbook.forkrun: {ENV_RUN_NICE} must be a whole number from 0 to {MAX_NICE}, not "
             f"{raw!r}; this run keeps its priority",
             file=sys.stderr,
         )
         return 0
-    if int(raw):
-        os.nice(int(raw))
-    return int(raw)
+    if increment:
+        os.nice(increment)
+    return increment
 
 
 def _fall_back(reason: str) -> NoReturn:

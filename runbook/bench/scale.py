@@ -366,7 +366,7 @@ def running(
     forked: bool = True,
     redis_url: str | None = None,
     server_prefect: Path | None = None,
-    run_nice: int = 0,
+    run_nice: int = DEFAULT_RUN_NICE,
 ) -> Iterator[Setup]:
     """Start everything; on the way out (errors and Ctrl-C too) stop it all and remove the private
     PostgreSQL cluster that held the ledger and the Prefect server's database."""

@@ -121,7 +121,10 @@ def test_the_child_starts_at_the_niceness_its_environment_asks(server, tmp_path)
     assert "RUNBOOK_RUN_NICE must be a whole number from 0 to 19, not 'high'" in err
 
 
-@pytest.mark.parametrize(("value", "applied"), [("3", 3), ("0", 0), ("", 0), ("25", 0), ("x", 0)])
+@pytest.mark.parametrize(
+    ("value", "applied"),
+    [("3", 3), (" 4 ", 4), ("0", 0), ("", 0), ("25", 0), ("-2", 0), ("x", 0), ("\u00b2", 0)],
+)
 def test_lower_priority_raises_the_niceness_by_a_good_value_only(value: str, applied: int) -> None:
     """The client's fallback (no server: it becomes prefect.engine) applies the same setting:
     ``lower_priority`` raises this process's niceness by a whole number from 0 to 19 and returns
@@ -137,7 +140,7 @@ def test_lower_priority_raises_the_niceness_by_a_good_value_only(value: str, app
     assert done.returncode == 0, done.stderr
     before = os.nice(0)
     assert done.stdout.split() == [str(applied), str(min(applied, 19 - before))]
-    assert ("must be a whole number" in done.stderr) == (value in ("25", "x"))
+    assert ("must be a whole number" in done.stderr) == (value in ("25", "-2", "x", "\u00b2"))
 
 
 def test_a_signal_to_the_client_reaches_the_child(server, tmp_path) -> None:
