@@ -377,7 +377,7 @@ def running(
         redis_url=redis_url,
         # absolute: the server's processes start in the bench's folder
         server_prefect=server_prefect.absolute() if server_prefect else None,
-        run_nice=run_nice if forked else 0,
+        run_nice=run_nice,
     )
     default = resources.files("runbook").joinpath("default_policy.toml").read_text("utf-8")
     setup.policy_path.write_text(bench_policy_text(tomllib.loads(default).get("actions", {})))
@@ -443,6 +443,9 @@ def run(incidents: int = 100, workers: int = 2, speed: float = 100.0, limit: int
     """
     folder = bench_home() / f"scale-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:4]}"
     folder.mkdir()
+    run_nice = (
+        run_nice if forked else 0
+    )  # --no-fork runs are Prefect's own command: nothing applies it
     t0 = time.monotonic()
     with running(
         folder, speed, workers, limit, forked, redis_url, server_prefect, run_nice
@@ -483,8 +486,7 @@ def run(incidents: int = 100, workers: int = 2, speed: float = 100.0, limit: int
         "workers": workers,
         "worker_command": "runbook worker (runs forked)" if forked else "prefect worker start",
         "limit_per_worker": limit,
-        # the niceness the runs started at (RUNBOOK_RUN_NICE; forked runs only)
-        "run_nice": run_nice if forked else 0,
+        "run_nice": run_nice,  # the niceness the runs started at (RUNBOOK_RUN_NICE)
         "speed": speed,
         "wall_s": round(wall_s, 1),
         "setup_s": round(ready_s, 1),

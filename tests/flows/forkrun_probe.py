@@ -1,9 +1,9 @@
 """What a fork server child runs in tests/flows/test_forkserver.py, instead of prefect.engine.
 
 It prints what it was given (arguments, working directory, PROBE_* environment, whether Prefect's
-settings see the client's PREFECT_API_URL, its niceness) as one JSON line on stdout, then acts on PROBE_MODE:
-``exit:N`` exits N; ``wait`` waits for SIGTERM and exits 7 from its handler; ``hang`` ignores
-nothing and sleeps (a child whose client is killed)."""
+settings see the client's PREFECT_API_URL, its niceness) as one JSON line on stdout, then acts on
+PROBE_MODE: ``exit:N`` exits N; ``wait`` waits for SIGTERM and exits 7 from its handler; ``hang``
+ignores nothing and sleeps (a child whose client is killed)."""
 
 from __future__ import annotations
 
